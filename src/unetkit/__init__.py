@@ -1,0 +1,18 @@
+"""unetkit: U-Net semantic segmentation, faithful to Ronneberger et al. (2015), fast on a CPU.
+
+The public API::
+
+    import unetkit
+    result = unetkit.train(data="data/", out="runs/exp1", time=10)
+    seg = unetkit.load("runs/exp1/best.pt")
+    unetkit.predict("runs/exp1/best.pt", ["big_image.tif"], out="preds/")
+    scores = unetkit.evaluate(model="runs/exp1/best.pt", data="data/")
+"""
+
+__version__ = "0.1.0"
+
+from unetkit.api import evaluate, load, predict, train  # noqa: E402
+from unetkit.errors import UnetkitError  # noqa: E402
+from unetkit.models.unet import ModelConfig, UNet  # noqa: E402
+
+__all__ = ["UNet", "ModelConfig", "UnetkitError", "train", "load", "predict", "evaluate", "__version__"]

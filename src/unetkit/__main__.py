@@ -1,0 +1,3 @@
+from unetkit.cli import main
+
+raise SystemExit(main())

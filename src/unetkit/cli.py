@@ -1,0 +1,138 @@
+"""The ``unetkit`` command: parse, validate, and call the API function of the same name. No logic here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+
+from unetkit.config import TrainConfig, field_type
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.strip("[]").replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers such as 1,3 got {text!r}") from None
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a U-Net on a folder of images and masks",
+                       description="Train a U-Net. Every option can also be set in --config YAML; flags override it.")
+    p.add_argument("--config", help="YAML file of options (same names as the flags, with underscores)")
+    for f in fields(TrainConfig):
+        kind = field_type(f)
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not None else None
+        help_text = f.metadata["help"] + (f" (default: {default})" if default not in (None, "") else "")
+        kw = {"dest": f.name, "default": None, "help": help_text}
+        if f.metadata.get("choices"):
+            kw["choices"] = f.metadata["choices"]
+        if kind is bool:
+            kw.update(type=_bool, metavar="{true,false}")
+        elif kind is list:
+            kw.update(type=_floats, metavar="W1,W2,...")
+        else:
+            kw["type"] = kind
+        p.add_argument(flag, **kw)
+
+
+def _add_inference_options(p) -> None:
+    p.add_argument("--tile", type=int, default=512, help="input tile size in pixels (default: 512)")
+    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default: 4)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="arithmetic (default: fp32)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from unetkit import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="unetkit",
+        description="U-Net semantic segmentation: train, predict on images of any size, evaluate.",
+        epilog="Run 'unetkit COMMAND --help' for a command's options. Start with 'unetkit demo'.",
+    )
+    parser.add_argument("--version", action="version", version=f"unetkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    _add_train(sub)
+
+    p = sub.add_parser("predict", help="segment images of any size with overlap-tile inference")
+    p.add_argument("--model", required=True, help="checkpoint: a run's best.pt or last.pt")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (searched recursively)")
+    p.add_argument("--out", required=True, help="output folder: NAME.png class-index masks")
+    p.add_argument("--probabilities", action="store_true", help="also write NAME_prob.tif: float32 (C, H, W) probabilities")
+    p.add_argument("--overlay", action="store_true", help="also write NAME_overlay.png: class colours over the image")
+    _add_inference_options(p)
+
+    p = sub.add_parser("evaluate", help="score a model on labelled data, or saved predictions against masks",
+                       description="Either --model with --data, or --pred with --truth.")
+    p.add_argument("--model", help="checkpoint to evaluate on --data")
+    p.add_argument("--data", help="labelled data set (folder or dataset.yaml)")
+    p.add_argument("--split", help="a split of the dataset.yaml (e.g. val); default: all pairs")
+    p.add_argument("--pred", help="folder of predicted class-index PNGs (from unetkit predict)")
+    p.add_argument("--truth", help="the data set (or its masks/ folder) the predictions are scored against")
+    p.add_argument("--json", dest="json_path", help="write all scores to this JSON file")
+    p.add_argument("--report", help="write an HTML report into this folder")
+    p.add_argument("--run", help="run folder whose training curves go into the report (default: the model's folder)")
+    _add_inference_options(p)
+
+    p = sub.add_parser("demo", help="train on generated data, predict, evaluate and write a report (a few minutes)")
+    p.add_argument("--out", default="unetkit-demo", help="output folder (default: unetkit-demo)")
+    p.add_argument("--epochs", type=int, default=12, help="training epochs (default: 12)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    return parser
+
+
+def _table(result: dict) -> str:
+    names = result["classes"] + ["mean"]
+    width = max(len(n) for n in names) + 2
+    lines = [f"{'class':<{width}}" + "".join(f"{m:>11}" for m in ("dice", "iou", "precision", "recall"))]
+    for n in names:
+        cells = "".join(f"{'-' if result[m][n] is None else format(result[m][n], '.4f'):>11}" for m in ("dice", "iou", "precision", "recall"))
+        lines.append(f"{n:<{width}}{cells}")
+    lines.append(f"pixel accuracy (overall): {result['pixel_accuracy']['overall']:.4f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import unetkit
+    from unetkit.errors import UnetkitError
+
+    args = vars(build_parser().parse_args(argv))
+    command = args.pop("command")
+    try:
+        if command == "train":
+            result = unetkit.train(args.pop("config"), **args)
+            best = "-" if result.best_dice is None else f"{result.best_dice:.4f}"
+            print(f"trained {result.epochs} epochs ({result.steps} steps) in {result.seconds / 60:.1f} min; "
+                  f"best validation mean Dice {best}; checkpoints in {result.run_dir}")
+        elif command == "predict":
+            written = unetkit.predict(args.pop("model"), args.pop("inputs"), args.pop("out"), **args)
+            print(f"wrote {len(written)} file(s)")
+        elif command == "evaluate":
+            result = unetkit.evaluate(**args)
+            print(_table(result))
+        elif command == "demo":
+            from unetkit.demo import run_demo
+
+            summary = run_demo(**args)
+            print(json.dumps({k: str(v) if not isinstance(v, (int, float)) else round(v, 4) for k, v in summary.items()}, indent=2))
+    except UnetkitError as e:
+        print(f"unetkit: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("unetkit: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,154 @@
+"""The training configuration: one typed place that lists every option, its default and its meaning.
+
+A run's configuration is built from the defaults, then a YAML file (``--config``), then explicit
+arguments; unknown keys are rejected with a close-match suggestion, and the resolved result is written
+to the run folder as ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from unetkit.errors import UnetkitError
+
+
+def opt(default, help: str, choices: tuple | None = None):  # noqa: A002 - "help" reads best here
+    meta = {"help": help, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class TrainConfig:
+    """Every training option. The CLI flag of ``foo_bar`` is ``--foo-bar``."""
+
+    # data
+    data: str = opt("", "training data: a folder with images/ and masks/, or a dataset.yaml")
+    val: str | None = opt(None, "validation data (folder or dataset.yaml); default: the yaml's val split, else --val-fraction")
+    val_fraction: float = opt(0.2, "share of the training pairs held out for validation when --val is not given")
+    mask_mode: str = opt("auto", "how masks encode classes", ("auto", "index", "binary", "color", "instances"))
+    out: str = opt("runs/exp", "run folder for checkpoints, config.yaml, metrics.csv and curves.png")
+    # model (see unetkit.models.unet.ModelConfig)
+    base_channels: int = opt(64, "feature maps at the first level, doubled per level (paper: 64)")
+    depth: int = opt(5, "levels of the U-Net, i.e. depth-1 poolings (paper: 5)")
+    padding: str = opt("valid", "valid: unpadded convs as in the paper; same: padded", ("valid", "same"))
+    norm: str = opt("none", "normalisation after each conv", ("none", "batch", "group", "instance"))
+    dropout: float = opt(0.0, "dropout at the end of the contracting path (paper: 0.5)")
+    up_mode: str = opt("transposed", "up-sampling: 2x2 up-conv (paper) or bilinear + 1x1 conv", ("transposed", "bilinear"))
+    # optimisation
+    epochs: int | None = opt(None, "number of epochs (default 50 unless --time is given)")
+    time: float | None = opt(None, "time budget in minutes; training stops cleanly within it")
+    steps_per_epoch: int | None = opt(None, "optimizer steps per epoch (default: enough patches to cover the training pixels once, at least 10)")
+    batch_size: int = opt(4, "patches per optimizer step")
+    patch_size: int = opt(256, "output size of a training patch in pixels (valid mode adds the context around it)")
+    optimizer: str = opt("adam", "optimizer (sgd uses the paper's momentum 0.99)", ("sgd", "adam", "adamw"))
+    lr: float | None = opt(None, "learning rate (default: 1e-3 for adam/adamw, 1e-2 for sgd)")
+    momentum: float = opt(0.99, "SGD momentum (paper: 0.99)")
+    weight_decay: float = opt(0.0, "weight decay (adamw: decoupled)")
+    schedule: str = opt("cosine", "learning-rate schedule", ("none", "poly", "cosine", "plateau"))
+    loss: str = opt("ce+dice", "training loss", ("ce", "dice", "ce+dice"))
+    class_weights: list[float] | None = opt(None, "cross-entropy weight per class, e.g. [1, 3]")
+    augment: str = opt("light", "augmentation: none, or light (random flips and 90-degree rotations)", ("none", "light"))
+    # validation, runtime
+    val_every: int = opt(1, "validate every N epochs (whole images, tiled like predict)")
+    tile: int = opt(512, "input tile size for validation inference")
+    seed: int = opt(0, "random seed: the same seed and data give the same run")
+    device: str = opt("auto", "auto (cuda if available), cpu, cuda or cuda:N")
+    precision: str = opt("fp32", "arithmetic: fp32, or bf16/fp16 autocast with fp32 master weights", ("fp32", "bf16", "fp16"))
+    threads: int | None = opt(None, "CPU threads for torch (default: torch's choice)")
+    progress: bool = opt(True, "show a progress bar")
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                raise UnetkitError(f"{f.name}={value!r} is not one of {', '.join(choices)}")
+        for name in ("batch_size", "patch_size", "val_every", "tile", "base_channels", "depth"):
+            if getattr(self, name) < 1:
+                raise UnetkitError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.epochs is not None and self.epochs < 1:
+            raise UnetkitError(f"epochs must be >= 1, got {self.epochs}")
+        if self.time is not None and self.time <= 0:
+            raise UnetkitError(f"time must be a positive number of minutes, got {self.time}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise UnetkitError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
+
+    @property
+    def resolved_lr(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 1e-2 if self.optimizer == "sgd" else 1e-3
+
+    @property
+    def resolved_epochs(self) -> int | None:
+        """Epoch limit: the given one, else 50 without a time budget, else none (time decides)."""
+        if self.epochs is not None:
+            return self.epochs
+        return None if self.time is not None else 50
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def field_type(f) -> type:
+    """The scalar type of a config field (``int | None`` -> int; ``list[float]`` -> list)."""
+    hint = typing.get_type_hints(TrainConfig)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        hint = args[0]
+    return list if typing.get_origin(hint) is list else hint
+
+
+def check_keys(keys, where: str) -> None:
+    """Raise UnetkitError for keys that are not config options, suggesting the closest one."""
+    names = [f.name for f in fields(TrainConfig)]
+    for key in keys:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; options are: {', '.join(names)}"
+            raise UnetkitError(f"{where}: unknown option {key!r}{hint}")
+
+
+def load_config_file(path: str | Path) -> dict:
+    """Read a YAML config file into a dict of known options."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise UnetkitError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise UnetkitError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UnetkitError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
+    check_keys(data, str(path))
+    return data
+
+
+def make_config(config_file: str | Path | None = None, **overrides) -> TrainConfig:
+    """Defaults, then ``config_file``, then ``overrides`` (None values in overrides are ignored)."""
+    values: dict = {}
+    if config_file is not None:
+        values.update(load_config_file(config_file))
+    check_keys(overrides, "argument")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return TrainConfig(**values)
+    except TypeError as e:
+        raise UnetkitError(f"bad configuration: {e}") from None
+
+
+def dump_config(config: TrainConfig, path: str | Path) -> None:
+    """Write the resolved configuration as YAML (atomically)."""
+    from unetkit.data.io import atomic_write
+
+    with atomic_write(path) as tmp:
+        Path(tmp).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+

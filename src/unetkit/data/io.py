@@ -1,0 +1,282 @@
+"""Read and write image and mask files: PNG, JPEG, BMP (Pillow) and TIFF (tifffile).
+
+Arrays are indexed as rows and columns: images are ``(H, W, C)``, masks ``(H, W)`` or ``(H, W, 3)``.
+Pixel values are never rescaled: a 16-bit file gives ``uint16``, a float TIFF gives ``float32``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+from unetkit.errors import UnetkitError
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
+_TIFF_EXTENSIONS = frozenset({".tif", ".tiff"})
+_MAX_BANDS = 16  # more than this along an axis is a spatial axis, not a channel axis
+_READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+def _check_extension(path: Path) -> None:
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        supported = ", ".join(sorted(IMAGE_EXTENSIONS))
+        raise UnetkitError(
+            f"{path}: unsupported file type {path.suffix or '(none)'!r}; "
+            f"convert it to one of {supported}"
+        )
+
+
+def _cannot_read(path: Path, reason: object) -> UnetkitError:
+    reason = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
+    return UnetkitError(f"{path}: cannot read image ({reason}); re-export it as PNG or TIFF")
+
+
+def _to_hwc(array: np.ndarray, axes: str, path: Path) -> np.ndarray:
+    """Return a TIFF series as ``(H, W, C)``, moving its one band axis (samples, channels, pages) last.
+
+    ``axes`` are tifffile's series axes, e.g. ``"YX"``, ``"YXS"`` (bands last), ``"SYX"`` or ``"CYX"``.
+    """
+    keep = [i for i, axis in enumerate(axes) if array.shape[i] > 1 or axis in "YX"]
+    array, axes = array.reshape([array.shape[i] for i in keep]), "".join(axes[i] for i in keep)
+    if array.ndim == 2:
+        return array[:, :, None]
+    if array.ndim == 3 and "Y" in axes and "X" in axes:
+        band = next(i for i, axis in enumerate(axes) if axis not in "YX")
+        if array.shape[band] <= _MAX_BANDS:
+            return np.moveaxis(array, band, -1)
+    raise UnetkitError(
+        f"{path}: cannot read image (shape {array.shape} with axes {axes} is not (H, W), (H, W, C) or "
+        f"(C, H, W) with C <= {_MAX_BANDS}); save one 2D image per file"
+    )
+
+
+def _drop_constant_alpha(array: np.ndarray) -> np.ndarray:
+    """Drop the last channel of a gray+alpha or RGBA ``(H, W, C)`` array when it is fully opaque."""
+    alpha = array[..., -1]
+    if array.shape[-1] in (2, 4) and alpha.size and np.all(alpha == np.iinfo(array.dtype).max):
+        return array[..., :-1]
+    return array
+
+
+def _pillow_array(image: Image.Image) -> np.ndarray:
+    """Pixels of a Pillow image in their native dtype; 16-bit gray stays ``uint16``."""
+    if image.mode == "1":
+        return np.array(image.convert("L"))  # (H, W) uint8 in {0, 255}
+    if image.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        return np.array(image.convert("RGB"))
+    array = np.array(image)
+    if image.mode.startswith("I;16"):
+        return array.astype(np.uint16)  # also turns big-endian "I;16B" into native order
+    if image.mode == "I" and array.size and array.min() >= 0 and array.max() <= 65535:
+        return array.astype(np.uint16)  # Pillow opens some 16-bit PNGs as 32-bit "I"
+    return array
+
+
+def _open_pillow(path: Path) -> Image.Image:
+    try:
+        image = Image.open(path)
+        image.load()
+    except _READ_ERRORS as error:
+        raise _cannot_read(path, error) from error
+    return image
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    """The first series of a TIFF as ``(H, W, C)``."""
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            series = tiff.series[0]
+            array, axes = series.asarray(), series.axes
+    except (*_READ_ERRORS, KeyError, IndexError) as error:
+        raise _cannot_read(path, error) from error
+    if array.size == 0:
+        raise _cannot_read(path, "no pixels")
+    return _to_hwc(array, axes, path)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as ``(H, W, C)`` in the file's native dtype, never rescaled.
+
+    Palette images become RGB; a fully opaque alpha channel (RGBA or LA) is dropped. TIFFs may hold
+    ``(H, W)``, ``(H, W, C)`` or ``(C, H, W)`` with ``C <= 16`` bands; the result is always ``(H, W, C)``.
+
+    Args:
+        path: A ``.png``, ``.jpg``, ``.jpeg``, ``.tif``, ``.tiff`` or ``.bmp`` file.
+
+    Returns:
+        The pixels, e.g. ``(512, 512, 1)`` uint8 for a gray PNG, ``uint16`` for a 16-bit PNG or TIFF.
+
+    Raises:
+        UnetkitError: The extension is unsupported or the file cannot be decoded.
+
+    Example:
+        >>> read_image("images/0.png").shape  # doctest: +SKIP
+        (512, 512, 1)
+    """
+    path = Path(path)
+    _check_extension(path)
+    if path.suffix.lower() in _TIFF_EXTENSIONS:
+        return np.ascontiguousarray(_read_tiff(path))
+    image = _open_pillow(path)
+    if image.mode in ("P", "PA"):
+        image = image.convert("RGBA" if "transparency" in image.info or image.mode == "PA" else "RGB")
+    array = _pillow_array(image)
+    array = array[:, :, None] if array.ndim == 2 else array  # (H, W, C)
+    return np.ascontiguousarray(_drop_constant_alpha(array))
+
+
+def _collapse_gray(rgb: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` with R == G == B everywhere -> ``(H, W)``; otherwise unchanged."""
+    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+        return rgb[..., 0]
+    return rgb
+
+
+def read_mask_raw(path: str | os.PathLike) -> np.ndarray:
+    """Read a mask file without interpreting its values.
+
+    Gray, label and index images give ``(H, W)`` integers (``uint16`` kept for 16-bit files);
+    palette PNGs give their palette indices ``(H, W)`` uint8 (colours via :func:`read_palette`);
+    colour masks give ``(H, W, 3)`` uint8 with any alpha dropped, or ``(H, W)`` when R == G == B.
+
+    Args:
+        path: A mask file with one of :data:`IMAGE_EXTENSIONS`.
+
+    Returns:
+        The raw mask array.
+
+    Raises:
+        UnetkitError: The extension is unsupported or the file cannot be decoded.
+
+    Example:
+        >>> np.unique(read_mask_raw("masks/0.png"))  # doctest: +SKIP
+        array([  0, 255], dtype=uint8)
+    """
+    path = Path(path)
+    _check_extension(path)
+    if path.suffix.lower() in _TIFF_EXTENSIONS:
+        array = _read_tiff(path)
+    else:
+        image = _open_pillow(path)
+        if image.mode in ("P", "PA"):
+            return np.ascontiguousarray(np.array(image.convert("P") if image.mode == "PA" else image))
+        if image.mode == "1":
+            return np.array(image).astype(np.uint8)  # (H, W) in {0, 1}
+        array = _pillow_array(image)
+        array = array[:, :, None] if array.ndim == 2 else array  # (H, W, C)
+    bands = array.shape[-1]
+    if bands in (1, 2):  # gray, or gray + alpha
+        return np.ascontiguousarray(array[..., 0])
+    return np.ascontiguousarray(_collapse_gray(array[..., :3]))
+
+
+def read_palette(path: str | os.PathLike) -> np.ndarray | None:
+    """Return the ``(K, 3)`` uint8 colour table of a palette image, or None for other images.
+
+    Args:
+        path: An image file; only PNG, BMP (and other Pillow formats) can carry a palette.
+
+    Returns:
+        Row ``i`` is the RGB colour of index ``i``, or None when the file has no palette.
+    """
+    path = Path(path)
+    _check_extension(path)
+    if path.suffix.lower() in _TIFF_EXTENSIONS:
+        return None
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("P", "PA"):
+                return None
+            palette = image.getpalette("RGB") or []
+    except _READ_ERRORS as error:
+        raise _cannot_read(path, error) from error
+    return np.array(palette, dtype=np.uint8).reshape(-1, 3)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it onto ``path`` only if the block succeeds.
+
+    The temporary file keeps the suffix of ``path`` (``.name.tmp-<random>.png``) so writers pick the
+    right format. On success it is flushed to disk and atomically replaces ``path``; on an exception it
+    is deleted and the old ``path``, if any, is left untouched. Parent folders are created.
+
+    Args:
+        path: The final file.
+
+    Yields:
+        The temporary path to write to.
+
+    Example:
+        >>> with atomic_write("out/mask.png") as tmp:  # doctest: +SKIP
+        ...     Image.fromarray(mask).save(tmp)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{secrets.token_hex(4)}{path.suffix}")
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write ``(H, W)`` uint8/uint16 or ``(H, W, 3|4)`` uint8 to a PNG file, atomically.
+
+    Args:
+        path: The ``.png`` file to create or replace.
+        array: Gray (8 or 16 bit), RGB or RGBA pixels.
+
+    Raises:
+        UnetkitError: The dtype or shape cannot be stored losslessly in a PNG.
+
+    Example:
+        >>> write_png("pred/0.png", (mask * 255).astype(np.uint8))  # doctest: +SKIP
+    """
+    array = np.asarray(array)
+    gray = array.ndim == 2 and array.dtype in (np.uint8, np.uint16)
+    color = array.ndim == 3 and array.shape[2] in (3, 4) and array.dtype == np.uint8
+    if not (gray or color):
+        raise UnetkitError(
+            f"{path}: cannot write {array.dtype} array of shape {array.shape} as PNG; pass (H, W) "
+            "uint8/uint16 or (H, W, 3|4) uint8 (e.g. mask.astype(np.uint8)), or use write_tiff"
+        )
+    with atomic_write(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")
+
+
+def write_tiff(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write an array of any dtype to a zlib-compressed TIFF, atomically.
+
+    ``(H, W, C)`` arrays with ``C <= 16`` are stored as one page of ``C`` samples per pixel (RGB when
+    ``C == 3`` and uint8), so :func:`read_image` gives back the same array.
+
+    Args:
+        path: The ``.tif`` or ``.tiff`` file to create or replace.
+        array: The pixels, e.g. ``(H, W)`` float32 probabilities or ``(H, W)`` int32 labels.
+
+    Example:
+        >>> write_tiff("pred/0.tif", probabilities.astype(np.float32))  # doctest: +SKIP
+    """
+    array = np.ascontiguousarray(array)
+    options: dict = {"compression": "zlib"}
+    if array.ndim == 3 and array.shape[2] <= _MAX_BANDS:
+        rgb = array.shape[2] == 3 and array.dtype == np.uint8
+        options.update(photometric="rgb" if rgb else "minisblack", planarconfig="contig")
+    with atomic_write(path) as tmp:
+        tifffile.imwrite(tmp, array, **options)

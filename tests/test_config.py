@@ -1,0 +1,44 @@
+"""Typed config: defaults, YAML merge, unknown keys with suggestions, validation."""
+
+import pytest
+import yaml
+
+from unetkit.config import TrainConfig, dump_config, make_config
+from unetkit.errors import UnetkitError
+
+
+def test_defaults_are_the_paper_network():
+    cfg = TrainConfig()
+    assert (cfg.base_channels, cfg.depth, cfg.padding) == (64, 5, "valid")
+    assert cfg.resolved_epochs == 50 and cfg.resolved_lr == 1e-3
+    assert TrainConfig(optimizer="sgd").resolved_lr == 1e-2
+    assert TrainConfig(time=5).resolved_epochs is None
+
+
+def test_yaml_then_overrides(tmp_path):
+    f = tmp_path / "cfg.yaml"
+    f.write_text("lr: 0.01\nbatch_size: 2\n")
+    cfg = make_config(f, batch_size=8, epochs=None)
+    assert (cfg.lr, cfg.batch_size, cfg.epochs) == (0.01, 8, None)
+
+
+def test_unknown_key_suggests(tmp_path):
+    f = tmp_path / "cfg.yaml"
+    f.write_text("learning_rat: 0.1\n")
+    with pytest.raises(UnetkitError, match="cfg.yaml: unknown option 'learning_rat'"):
+        make_config(f)
+    with pytest.raises(UnetkitError, match="did you mean 'batch_size'"):
+        make_config(batch_sise=3)
+
+
+@pytest.mark.parametrize("bad,match", [(dict(padding="full"), "padding='full'"), (dict(epochs=0), "epochs"), (dict(val_fraction=1.5), "val_fraction")])
+def test_invalid_values(bad, match):
+    with pytest.raises(UnetkitError, match=match):
+        TrainConfig(**bad)
+
+
+def test_dump_round_trip(tmp_path):
+    cfg = TrainConfig(data="d", lr=0.5, class_weights=[1.0, 2.0])
+    dump_config(cfg, tmp_path / "config.yaml")
+    assert make_config(tmp_path / "config.yaml") == cfg
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["lr"] == 0.5
