@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -46,8 +47,10 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
-        raise UnetkitError(f"{path}: refused to load, it holds more than tensors and plain data ({first[:120]})") from None
+        found = re.search(r"Unsupported global: GLOBAL [\w.]+", str(e))
+        if found:  # weights_only met something other than tensors and plain data
+            raise UnetkitError(f"{path}: refused to load, it holds more than tensors and plain data ({found.group(0)})") from None
+        raise UnetkitError(f"{path}: not a readable checkpoint ({str(e).strip().splitlines()[0][:120]}); re-train or re-copy it") from None
     except Exception as e:  # truncated or not a torch file at all
         raise UnetkitError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:120]}); re-train or re-copy it") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
