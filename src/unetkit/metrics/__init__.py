@@ -1,4 +1,12 @@
-"""Evaluation metrics as pure functions on arrays: a confusion matrix and the scores derived from it."""
+"""Evaluation metrics as pure functions on arrays.
+
+This module holds the pixel scores: a confusion matrix and the Dice, IoU, precision, recall and pixel
+accuracy derived from it. The other families live beside it:
+
+- :mod:`unetkit.metrics.boundary`: 95th-percentile Hausdorff distance and boundary F1;
+- :mod:`unetkit.metrics.isbi`: the ISBI 2012 challenge's pixel, Rand and warping errors;
+- :mod:`unetkit.metrics.instances`: IoU matching, average precision and aggregated Jaccard index.
+"""
 
 from __future__ import annotations
 
