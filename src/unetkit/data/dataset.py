@@ -101,7 +101,20 @@ def _rel(path: Path, root: Path) -> str:
 
 def _scan(folder: Path, root: Path, instance_keys: set[str] = frozenset()) -> dict[str, Path]:
     """Map key -> image file under ``folder``; a folder whose key is in ``instance_keys`` maps to itself."""
+    found, duplicates = scan_files(folder, instance_keys)
+    if duplicates:
+        first, second = duplicates[0]
+        raise UnetkitError(
+            f"{_rel(first, root)} and {_rel(second, root)} have the same name; "
+            "keep one file per name (rename or remove the other)"
+        )
+    return found
+
+
+def scan_files(folder: Path, instance_keys: set[str] = frozenset()) -> tuple[dict[str, Path], list[tuple[Path, Path]]]:
+    """Like ``_scan`` but never raises: (key -> file, [(kept file, other file with the same key), ...])."""
     found: dict[str, Path] = {}
+    duplicates: list[tuple[Path, Path]] = []
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder)
         if any(part.startswith(".") for part in relative.parts):
@@ -115,12 +128,10 @@ def _scan(folder: Path, root: Path, instance_keys: set[str] = frozenset()) -> di
         else:
             continue
         if key in found:
-            raise UnetkitError(
-                f"{_rel(found[key], root)} and {_rel(path, root)} have the same name; "
-                "keep one file per name (rename or remove the other)"
-            )
+            duplicates.append((found[key], path))
+            continue
         found[key] = path
-    return found
+    return found, duplicates
 
 
 def _find_config(path: Path) -> tuple[Path, dict, str]:
