@@ -23,4 +23,4 @@ def tiny_data(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("tiny"), 6, [(64, 48), (40, 72)], seed=3)
 
 
-TINY_MODEL = dict(base_channels=4, depth=3, patch_size=24, batch_size=2, tile=64, progress=False)
+TINY_MODEL = dict(base_channels=4, depth=3, patch_size=24, batch_size=2, tile=64, progress=False, report=False)

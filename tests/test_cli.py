@@ -33,7 +33,7 @@ def run(tiny_data, tmp_path_factory):
 
 
 def test_run_folder_contents(run):
-    assert {p.name for p in run.iterdir()} == {"best.pt", "last.pt", "config.yaml", "metrics.csv", "curves.png"}
+    assert {p.name for p in run.iterdir()} == {"best.pt", "last.pt", "config.yaml", "metrics.csv", "curves.png", "status.json"}
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["epochs"] == 2 and cfg["base_channels"] == 4 and cfg["padding"] == "valid"
     rows = list(csv.DictReader((run / "metrics.csv").open()))
@@ -48,10 +48,11 @@ def test_run_folder_contents(run):
 
 def test_predict_any_size_with_all_outputs(run, tmp_path):
     rng = np.random.default_rng(0)
+    (tmp_path / "in").mkdir()
     for name, shape in (("odd", (37, 91)), ("tiny", (5, 3)), ("big", (150, 130))):
-        Image.fromarray(synthetic_cells(shape, rng)[0]).save(tmp_path / f"{name}.png")
+        Image.fromarray(synthetic_cells(shape, rng)[0]).save(tmp_path / "in" / f"{name}.png")
     out = tmp_path / "preds"
-    assert main(["predict", "--model", str(run / "best.pt"), str(tmp_path), "--out", str(out), "--tile", "60", "--probabilities", "--overlay", "--no-progress"]) == 0
+    assert main(["predict", "--model", str(run / "best.pt"), str(tmp_path / "in"), "--out", str(out), "--tile", "60", "--probabilities", "--overlay", "--no-progress"]) == 0
     for name, shape in (("odd", (37, 91)), ("tiny", (5, 3)), ("big", (150, 130))):
         mask = read_mask_raw(out / f"{name}.png")
         assert mask.shape == shape and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
@@ -87,7 +88,8 @@ def test_errors_are_one_line_with_exit_2(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("unetkit: error: ") and "missing" in err and "\n" not in err
-    assert main(["predict", "--model", str(tmp_path / "none.pt"), str(tmp_path), "--out", str(tmp_path / "p")]) == 2
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "x.png")
+    assert main(["predict", "--model", str(tmp_path / "none.pt"), str(tmp_path / "x.png"), "--out", str(tmp_path / "p")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
     assert main(["evaluate", "--pred", str(tmp_path)]) == 2
     assert "--model with --data, or --pred with --truth" in capsys.readouterr().err

@@ -26,7 +26,7 @@ def test_isbi_train_predict_evaluate(tmp_path):
     data = shared_data("isbi2012")
     result = unetkit.train(
         data=str(EXAMPLE), out=str(tmp_path / "run"), epochs=1, steps_per_epoch=4, base_channels=4, depth=3,
-        patch_size=64, batch_size=2, tile=256, progress=False,
+        patch_size=64, batch_size=2, tile=256, progress=False, report=False,
     )
     assert result.best_dice is not None and 0 <= result.best_dice <= 1
     written = unetkit.predict(tmp_path / "run" / "best.pt", [data / "test_images" / "0.png"], tmp_path / "pred", progress=False)

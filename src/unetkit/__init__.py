@@ -11,8 +11,8 @@ The public API::
 
 __version__ = "0.1.0"
 
-from unetkit.api import evaluate, load, predict, train  # noqa: E402
+from unetkit.api import check, evaluate, load, predict, train  # noqa: E402
 from unetkit.errors import UnetkitError  # noqa: E402
 from unetkit.models.unet import ModelConfig, UNet  # noqa: E402
 
-__all__ = ["UNet", "ModelConfig", "UnetkitError", "train", "load", "predict", "evaluate", "__version__"]
+__all__ = ["UNet", "ModelConfig", "UnetkitError", "train", "load", "predict", "evaluate", "check", "__version__"]

@@ -2,29 +2,39 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from unetkit.config import make_config
-from unetkit.data.dataset import IGNORE, DataSpec, decode_mask, load_spec, read_pair
-from unetkit.data.io import IMAGE_EXTENSIONS, atomic_write, read_image, read_mask_raw, write_png, write_tiff
+from unetkit.data.io import IMAGE_EXTENSIONS, probe_image, read_image, write_png, write_tiff
 from unetkit.engine.trainer import TrainResult
 from unetkit.errors import UnetkitError
+from unetkit.evaluation import evaluate  # noqa: F401 - public as unetkit.evaluate
 from unetkit.inference.predictor import DEFAULT_TILE, Segmenter, softmax
-from unetkit.metrics import confusion_matrix, scores
 
 
-def train(config: str | Path | None = None, **options) -> TrainResult:
+def train(config: str | Path | None = None, resume: str | Path | None = None, force: bool = False, **options) -> TrainResult:
     """Train a U-Net; options are those of ``unetkit.config.TrainConfig`` (``unetkit train --help``).
+
+    Args:
+        config: A YAML file of options; ``options`` override it.
+        resume: A run folder to continue from its ``last.pt`` (full state: weights, optimizer, RNG,
+            position in the epoch); ``options`` may change the budget or learning rate.
+        force: Resume even a run that stopped on a non-finite loss with the same learning rate.
 
     Example:
         >>> unetkit.train(data="data/", out="runs/exp1", time=10, base_channels=32)
     """
+    from unetkit.engine.trainer import resume_config
     from unetkit.engine.trainer import train as run
 
+    if resume is not None:
+        if config is not None:
+            raise UnetkitError("--resume takes the run's own config.yaml; drop --config (flags may still override options)")
+        cfg, state = resume_config(resume, force=force, **options)
+        return run(cfg, resume=state)
     return run(make_config(config, **options))
 
 
@@ -85,9 +95,15 @@ def predict(
     """
     from unetkit.report import overlay as draw_overlay
 
-    seg = _segmenter(model, device, tile, batch_size, precision)
-    items = _inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
+    inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    items = _inputs(inputs)
     out = Path(out)
+    for item in map(Path, inputs):
+        if item.is_dir() and (out.resolve() == item.resolve() or item.resolve() in out.resolve().parents):
+            raise UnetkitError(f"--out {out} is inside the input folder {item}; predictions would mix with the images, choose another --out")
+    for _, path in items:  # every input is checked before any output is written
+        probe_image(path)
+    seg = _segmenter(model, device, tile, batch_size, precision)
     written: list[Path] = []
     for key, path in tqdm(items, desc="predict", unit="img", disable=not progress or len(items) < 2):
         image = read_image(path)
@@ -106,108 +122,39 @@ def predict(
     return written
 
 
-def _truth_spec(truth: str | Path) -> DataSpec:
-    """The data set whose masks are the truth: ``DATA`` or ``DATA/masks`` (its parent then)."""
-    path = Path(truth)
-    if path.is_dir() and path.name == "masks" and (path.parent / "images").is_dir():
-        path = path.parent
-    return load_spec(path)
-
-
-def _score_images(pairs_pred_truth, classes: list[str]) -> dict:
-    """Sum confusion matrices over (key, pred, truth) and score both the total and each image."""
-    k = len(classes)
-    total = np.zeros((k, k), np.int64)
-    per_image = []
-    for key, pred, truth in pairs_pred_truth:
-        cm = confusion_matrix(pred, truth, k, IGNORE)
-        total += cm
-        s = scores(cm, classes)
-        per_image.append({"key": key, "dice": s["dice"]["mean"], "iou": s["iou"]["mean"], "pixel_accuracy": s["pixel_accuracy"]["overall"]})
-    result = scores(total, classes)
-    result["per_image"] = per_image
-    result["confusion_matrix"] = total.tolist()
-    result["classes"] = classes
-    return result
-
-
-def evaluate(
-    model: str | Path | Segmenter | None = None,
-    data: str | Path | None = None,
-    pred: str | Path | None = None,
-    truth: str | Path | None = None,
-    json_path: str | Path | None = None,
-    report: str | Path | None = None,
-    split: str | None = None,
-    run: str | Path | None = None,
-    tile: int = DEFAULT_TILE,
-    batch_size: int = 4,
-    device: str = "auto",
-    precision: str = "fp32",
+def check(
+    data: str | Path,
+    mask_mode: str = "auto",
+    preview: str | Path | None = None,
+    preview_count: int = 12,
+    weights: str | Path | None = None,
+    weight_w0: float = 10.0,
+    weight_sigma: float = 5.0,
     progress: bool = True,
 ) -> dict:
-    """Score a model on a labelled data set (``model`` + ``data``) or saved predictions (``pred`` + ``truth``).
+    """Check a data set before training and report every problem, not just the first.
 
-    Scores come from the confusion matrix summed over all images: per class and mean Dice, IoU,
-    precision, recall and pixel accuracy (see :func:`unetkit.metrics.scores`), plus ``per_image``
-    mean scores and the ``confusion_matrix``. ``json_path`` writes them as JSON; ``report`` writes an
-    HTML report folder, with the training curves of ``run`` (default: the model's run folder).
+    Reports pairs found, images without mask and masks without image, size mismatches, unreadable
+    files, bit depth and channels per image, the mask encoding with the values found, class pixel
+    frequencies with suggested class weights, and empty masks. Each problem is one entry
+    ``{"level": "error" | "warning", "file", "message"}`` whose message names the fix.
+
+    Args:
+        data: A data set folder or ``dataset.yaml``, as for ``train``.
+        mask_mode: ``auto`` (the yaml's, then the rules of ``load_spec``), or a mode to force.
+        preview: Write a PNG grid of the first ``preview_count`` images with their masks overlaid.
+        weights: Write the paper's border weight map of every pair into this folder
+            (``<key>.tif`` float32 and ``<key>.png`` picture), with ``weight_w0`` and ``weight_sigma``
+            and the suggested class weights as ``w_c``.
+
+    Returns:
+        The report; ``report["usable"]`` is True when there is no error.
+
+    Example:
+        >>> report = unetkit.check("data/", preview="preview.png")  # doctest: +SKIP
+        >>> report["usable"], report["mask_mode"], report["suggested_class_weights"]  # doctest: +SKIP
+        (True, 'binary', [2.27, 0.64])
     """
-    from unetkit.report import write_report
+    from unetkit.data.doctor import diagnose
 
-    visuals = []
-    if model is not None and data is not None and pred is None and truth is None:
-        seg = _segmenter(model, device, tile, batch_size, precision)
-        spec = load_spec(data, split=split)
-        if spec.num_classes != len(seg.classes):
-            raise UnetkitError(f"{data}: {spec.num_classes} classes but the model predicts {len(seg.classes)} ({', '.join(seg.classes)}); evaluate on data with the model's classes")
-        if run is None and isinstance(model, (str, Path)):
-            run = Path(model).parent
-
-        def triples():
-            for pair in tqdm(spec.pairs, desc="evaluate", unit="img", disable=not progress or len(spec.pairs) < 2):
-                image, mask = read_pair(pair, spec)
-                seg.check_image(image, str(pair.image))
-                p = seg.predict_mask(image).astype(np.int64)
-                if report is not None and len(visuals) < 8:
-                    visuals.append({"key": pair.key, "image": image, "truth": mask, "pred": p, "colors": seg.colors, "classes": seg.classes})
-                yield pair.key, p, mask
-
-        result = _score_images(triples(), seg.classes)
-    elif pred is not None and truth is not None and model is None and data is None:
-        spec = _truth_spec(truth)
-        pred_dir = Path(pred)
-        if not pred_dir.is_dir():
-            raise UnetkitError(f"{pred_dir}: predictions folder not found; write it with unetkit predict")
-        predictions = {
-            p.relative_to(pred_dir).with_suffix("").as_posix(): p
-            for p in pred_dir.rglob("*.png")
-            if not p.stem.endswith(("_overlay",))
-        }
-        missing = [pair.key for pair in spec.pairs if pair.key not in predictions]
-        if missing:
-            raise UnetkitError(f"{pred_dir}: no prediction for {len(missing)} truth mask(s), e.g. {missing[0]}.png; predict every image of the data set")
-        classes = spec.classes
-
-        def triples():
-            for pair in spec.pairs:
-                mask = decode_mask(pair, spec)
-                p = read_mask_raw(predictions[pair.key]).astype(np.int64)
-                if p.shape != mask.shape:
-                    raise UnetkitError(f"{predictions[pair.key]}: shape {p.shape} differs from its truth {pair.mask} {mask.shape}; predict at the image's size")
-                if p.max(initial=0) >= len(classes):
-                    raise UnetkitError(f"{predictions[pair.key]}: class index {int(p.max())} but the truth has {len(classes)} classes; compare predictions of a model trained on this data")
-                if report is not None and len(visuals) < 8:
-                    visuals.append({"key": pair.key, "image": read_image(pair.image), "truth": mask, "pred": p, "colors": spec.colors, "classes": classes})
-                yield pair.key, p, mask
-
-        result = _score_images(triples(), classes)
-    else:
-        raise UnetkitError("evaluate needs either --model with --data, or --pred with --truth")
-
-    if json_path is not None:
-        with atomic_write(json_path) as tmp:
-            Path(tmp).write_text(json.dumps(result, indent=2))
-    if report is not None:
-        write_report(report, result, visuals, Path(run) / "curves.png" if run is not None else None)
-    return result
+    return diagnose(data, mask_mode, preview, preview_count, weights, weight_w0, weight_sigma, progress)

@@ -29,6 +29,8 @@ def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a U-Net on a folder of images and masks",
                        description="Train a U-Net. Every option can also be set in --config YAML; flags override it.")
     p.add_argument("--config", help="YAML file of options (same names as the flags, with underscores)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from RUN_DIR/last.pt (flags may change the budget or --lr)")
+    p.add_argument("--force", action="store_true", help="with --resume: continue even a run that stopped on a NaN loss")
     for f in fields(TrainConfig):
         kind = field_type(f)
         flag = "--" + f.name.replace("_", "-")
@@ -63,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'unetkit COMMAND --help' for a command's options. Start with 'unetkit demo'.",
     )
     parser.add_argument("--version", action="version", version=f"unetkit {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     _add_train(sub)
@@ -85,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", dest="json_path", help="write all scores to this JSON file")
     p.add_argument("--report", help="write an HTML report into this folder")
     p.add_argument("--run", help="run folder whose training curves go into the report (default: the model's folder)")
+    p.add_argument("--metrics", help="metric families, comma-separated: pixel, boundary, isbi, instances "
+                   "(default: pixel,boundary, plus isbi for binary data; pixel is always included)")
+    p.add_argument("--tolerance", type=float, default=2.0, help="boundary F1 tolerance in pixels (default: 2)")
     _add_inference_options(p)
 
     p = sub.add_parser("demo", help="train on generated data, predict, evaluate and write a report (a few minutes)")
@@ -92,29 +98,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=12, help="training epochs (default: 12)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+
+    p = sub.add_parser("check", help="diagnose a data set: pairs, sizes, bit depths, mask encoding, class balance",
+                       description="Check a data set and list every problem with its fix. Exits 0 when usable, 1 when it has errors.")
+    p.add_argument("data", metavar="DATA", help="data set folder (images/ and masks/) or dataset.yaml")
+    p.add_argument("--mask-mode", default="auto", choices=("auto", "index", "binary", "color", "instances"), help="force a mask encoding (default: auto)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON for machines")
+    p.add_argument("--preview", default="unetkit-check.png", help="preview grid PNG of images with masks overlaid (default: unetkit-check.png)")
+    p.add_argument("--no-preview", dest="preview", action="store_const", const=None, help="write no preview")
+    p.add_argument("--preview-count", type=int, default=12, help="pairs drawn in the preview (default: 12)")
+    p.add_argument("--weights", metavar="OUT", help="write the paper's border weight map of every pair into folder OUT")
+    p.add_argument("--weight-w0", type=float, default=10.0, help="border term height w0 (default: 10)")
+    p.add_argument("--weight-sigma", type=float, default=5.0, help="border term width sigma in pixels (default: 5)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
     return parser
-
-
-def _table(result: dict) -> str:
-    names = result["classes"] + ["mean"]
-    width = max(len(n) for n in names) + 2
-    lines = [f"{'class':<{width}}" + "".join(f"{m:>11}" for m in ("dice", "iou", "precision", "recall"))]
-    for n in names:
-        cells = "".join(f"{'-' if result[m][n] is None else format(result[m][n], '.4f'):>11}" for m in ("dice", "iou", "precision", "recall"))
-        lines.append(f"{n:<{width}}{cells}")
-    lines.append(f"pixel accuracy (overall): {result['pixel_accuracy']['overall']:.4f}")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     import unetkit
     from unetkit.errors import UnetkitError
 
+    from unetkit.engine.trainer import TrainingInterrupted
+
     args = vars(build_parser().parse_args(argv))
     command = args.pop("command")
+    debug = args.pop("debug")
     try:
         if command == "train":
-            result = unetkit.train(args.pop("config"), **args)
+            result = unetkit.train(args.pop("config"), resume=args.pop("resume"), force=args.pop("force"), **args)
             best = "-" if result.best_dice is None else f"{result.best_dice:.4f}"
             print(f"trained {result.epochs} epochs ({result.steps} steps) in {result.seconds / 60:.1f} min; "
                   f"best validation mean Dice {best}; checkpoints in {result.run_dir}")
@@ -123,13 +134,28 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {len(written)} file(s)")
         elif command == "evaluate":
             result = unetkit.evaluate(**args)
-            print(_table(result))
+            from unetkit.report import format_table
+
+            print(format_table(result))
         elif command == "demo":
             from unetkit.demo import run_demo
 
             summary = run_demo(**args)
             print(json.dumps({k: str(v) if not isinstance(v, (int, float)) else round(v, 4) for k, v in summary.items()}, indent=2))
+            print(f"report: {summary['report']}")
+        elif command == "check":
+            from unetkit.data.doctor import format_report
+
+            as_json = args.pop("json")
+            report = unetkit.check(**args)
+            print(json.dumps(report, indent=2) if as_json else format_report(report))
+            return 0 if report["usable"] else 1
+    except TrainingInterrupted as e:
+        print(f"unetkit: interrupted: {e}", file=sys.stderr)
+        return 130
     except UnetkitError as e:
+        if debug:
+            raise
         print(f"unetkit: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

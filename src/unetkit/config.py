@@ -53,17 +53,34 @@ class TrainConfig:
     momentum: float = opt(0.99, "SGD momentum (paper: 0.99)")
     weight_decay: float = opt(0.0, "weight decay (adamw: decoupled)")
     schedule: str = opt("cosine", "learning-rate schedule", ("none", "poly", "cosine", "plateau"))
-    loss: str = opt("ce+dice", "training loss", ("ce", "dice", "ce+dice"))
+    loss: str = opt("ce+dice", "training loss; weighted-ce uses the paper's border weight map", ("ce", "dice", "ce+dice", "weighted-ce", "weighted-ce+dice"))
     class_weights: list[float] | None = opt(None, "cross-entropy weight per class, e.g. [1, 3]")
-    augment: str = opt("light", "augmentation: none, or light (random flips and 90-degree rotations)", ("none", "light"))
+    augment: str = opt("light", "augmentation preset: none; light (flips, 90-degree rotations); paper (light + elastic deformation + gray values); strong (paper + rotation, scale, gamma, noise, blur)", ("none", "light", "paper", "strong"))
+    flip_rotate: bool | None = opt(None, "random flips and 90-degree rotations (default: the preset's)")
+    rotate_degrees: float | None = opt(None, "random rotation by any angle within +-this many degrees (default: the preset's; 0 = off)")
+    scale_range: list[float] | None = opt(None, "random zoom factor range low,high, e.g. 0.8,1.25 (default: the preset's; 1,1 = off)")
+    elastic_sigma: float | None = opt(None, "elastic deformation: std in pixels of random displacements on a coarse grid, interpolated bicubically (paper: 10; default: the preset's; 0 = off)")
+    elastic_grid: int | None = opt(None, "points per side of the elastic displacement grid (paper: 3)")
+    brightness: float | None = opt(None, "random brightness shift within +-this, in standard deviations of the normalised image (default: the preset's)")
+    contrast: float | None = opt(None, "random contrast factor within 1 +- this, per channel about its mean (default: the preset's)")
+    gamma: float | None = opt(None, "random gamma within [1/g, g] on each channel's range (default: the preset's; 1 = off)")
+    noise_std: float | None = opt(None, "Gaussian noise with std up to this, in standard deviations (default: the preset's)")
+    blur_sigma: float | None = opt(None, "Gaussian blur of half the patches with sigma up to this many pixels (default: the preset's)")
+    foreground_fraction: float = opt(0.33, "share of patches centred on a pixel of a rare class (every class but the most frequent)")
+    weight_w0: float = opt(10.0, "weighted-ce: height w0 of the border term of the paper's weight map (paper: 10)")
+    weight_sigma: float = opt(5.0, "weighted-ce: width sigma in pixels of the border term (paper: 5)")
+    workers: int = opt(1, "processes that sample and augment patches beside the training step (0: in the training process)")
     # validation, runtime
     val_every: int = opt(1, "validate every N epochs (whole images, tiled like predict)")
     tile: int = opt(512, "input tile size for validation inference")
     seed: int = opt(0, "random seed: the same seed and data give the same run")
+    deterministic: bool = opt(False, "use only deterministic algorithms, so a resumed run ends bit-identical to an uninterrupted one (with --epochs)")
+    save_every: float = opt(10.0, "also save the full training state every N minutes within an epoch (0: only at epoch ends)")
     device: str = opt("auto", "auto (cuda if available), cpu, cuda or cuda:N")
     precision: str = opt("fp32", "arithmetic: fp32, or bf16/fp16 autocast with fp32 master weights", ("fp32", "bf16", "fp16"))
     threads: int | None = opt(None, "CPU threads for torch (default: torch's choice)")
     progress: bool = opt(True, "show a progress bar")
+    report: bool = opt(True, "at the end, evaluate best.pt on the validation set into an HTML report in RUN_DIR/report")
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -80,6 +97,15 @@ class TrainConfig:
             raise UnetkitError(f"time must be a positive number of minutes, got {self.time}")
         if not 0.0 < self.val_fraction < 1.0:
             raise UnetkitError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
+        if not 0.0 <= self.foreground_fraction <= 1.0:
+            raise UnetkitError(f"foreground_fraction must be between 0 and 1, got {self.foreground_fraction}")
+        if self.workers < 0:
+            raise UnetkitError(f"workers must be >= 0 (0: sample in the training process), got {self.workers}")
+        if self.weight_w0 < 0 or self.weight_sigma <= 0:
+            raise UnetkitError(f"weight_w0 must be >= 0 and weight_sigma > 0, got {self.weight_w0} and {self.weight_sigma}")
+        from unetkit.data.augment import AUGMENT_OPTIONS, resolve_augment
+
+        resolve_augment(self.augment, **{k: getattr(self, k) for k in AUGMENT_OPTIONS})  # refuses bad values
 
     @property
     def resolved_lr(self) -> float:

@@ -123,13 +123,57 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     _check_extension(path)
     if path.suffix.lower() in _TIFF_EXTENSIONS:
-        return np.ascontiguousarray(_read_tiff(path))
+        array = _read_tiff(path)
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            bad = int((~np.isfinite(array)).sum())
+            raise UnetkitError(f"{path}: {bad} pixel(s) are NaN or infinite; replace them (e.g. with 0) before segmenting")
+        return np.ascontiguousarray(array)
     image = _open_pillow(path)
     if image.mode in ("P", "PA"):
         image = image.convert("RGBA" if "transparency" in image.info or image.mode == "PA" else "RGB")
     array = _pillow_array(image)
     array = array[:, :, None] if array.ndim == 2 else array  # (H, W, C)
     return np.ascontiguousarray(_drop_constant_alpha(array))
+
+
+def probe_image(path: str | os.PathLike) -> tuple[int, int]:
+    """Check that an image file is readable from its header (and, for PNG, its chunk checksums).
+
+    Cheap enough to run over every input before any output is written, so a bad file is reported
+    before a batch starts rather than halfway through it.
+
+    Returns:
+        ``(H, W)`` as stated by the file.
+
+    Raises:
+        UnetkitError: Unsupported extension, empty, truncated or undecodable header, or a size beyond
+            what can be decoded (a decompression bomb).
+    """
+    path = Path(path)
+    _check_extension(path)
+    if not path.is_file():
+        raise UnetkitError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise _cannot_read(path, "empty file")
+    if path.suffix.lower() in _TIFF_EXTENSIONS:
+        try:
+            with tifffile.TiffFile(path) as tiff:
+                shape, axes = tiff.series[0].shape, tiff.series[0].axes
+        except (*_READ_ERRORS, KeyError, IndexError) as error:
+            raise _cannot_read(path, error) from error
+        return int(shape[axes.index("Y")]), int(shape[axes.index("X")])
+    try:
+        with Image.open(path) as image:
+            size = image.size
+            image.verify()  # PNG: walks the chunks and checks their CRCs without decoding pixels
+    except Image.DecompressionBombError as error:
+        raise UnetkitError(
+            f"{path}: the file claims more pixels than a PNG/JPEG reader should decode ({error}); "
+            "if the image is genuine, convert it to a tiled TIFF"
+        ) from None
+    except _READ_ERRORS as error:
+        raise _cannot_read(path, error) from error
+    return size[1], size[0]
 
 
 def _collapse_gray(rgb: np.ndarray) -> np.ndarray:
@@ -219,9 +263,9 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         ...     Image.fromarray(mask).save(tmp)
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp-{secrets.token_hex(4)}{path.suffix}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         fd = os.open(tmp, os.O_RDONLY)
         try:
@@ -229,9 +273,12 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as error:
+        with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(error, OSError) and not isinstance(error, UnetkitError):
+            reason = error.strerror or type(error).__name__
+            raise UnetkitError(f"{path}: cannot write ({reason}); choose a writable output folder") from None
         raise
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +17,13 @@ import torch
 from tqdm.auto import tqdm
 
 import unetkit
-from unetkit.config import TrainConfig, dump_config
+from unetkit.config import TrainConfig, dump_config, make_config
 from unetkit.data.dataset import IGNORE, DataSpec, load_spec, read_pair, split_pairs
 from unetkit.data.io import atomic_write
-from unetkit.data.sampler import PatchSampler
-from unetkit.engine.checkpoint import save_checkpoint
+from unetkit.data.augment import AUGMENT_OPTIONS, resolve_augment
+from unetkit.data.sampler import PatchSampler, batch_iterator
+from unetkit.data.weights import dataset_weight_maps
+from unetkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from unetkit.errors import UnetkitError
 from unetkit.inference.predictor import normalize, tiled_logits
 from unetkit.losses import segmentation_loss
@@ -164,11 +169,80 @@ def plot_curves(path: Path, rows: list[dict]) -> None:
     plt.close(fig)
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-    """Train a U-Net as configured; see ``unetkit.train`` for the public entry point."""
+class StopRequest:
+    """Turns the first Ctrl-C (or SIGTERM) into a request to stop at the next step boundary.
+
+    Stopping mid-step could leave the weights half-updated; the loop checks ``requested`` between steps,
+    saves a checkpoint and exits. A second Ctrl-C interrupts at once.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def read_status(run_dir: Path) -> dict:
+    path = run_dir / "status.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_status(run_dir: Path, **status) -> None:
+    with atomic_write(run_dir / "status.json") as tmp:
+        Path(tmp).write_text(json.dumps(status, indent=2))
+
+
+def resume_config(run_dir: str | Path, force: bool = False, **overrides) -> tuple[TrainConfig, dict]:
+    """The configuration and full training state of an interrupted run, for ``train --resume``.
+
+    ``overrides`` may change the budget (``epochs``, ``time``), the learning rate and runtime options.
+    A run that stopped on a non-finite loss is refused unless the learning rate changes or ``force``.
+    """
+    run_dir = Path(run_dir)
+    last = run_dir / "last.pt"
+    if not last.is_file():
+        raise UnetkitError(f"{run_dir}: no last.pt to resume from; start a new run with unetkit train --data ...")
+    ckpt = load_checkpoint(last)
+    if "progress" not in ckpt:
+        raise UnetkitError(f"{last}: holds no training state (was it written by unetkit train?); start a new run")
+    values = dict(ckpt["meta"]["train_config"])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values["out"] = str(run_dir)
+    cfg = make_config(**values)
+    status = read_status(run_dir)
+    if status.get("status") == "nan" and not force and cfg.resolved_lr == status.get("lr_setting"):
+        raise UnetkitError(
+            f"{run_dir} stopped on a non-finite loss at epoch {status.get('epoch')}, step {status.get('step')}; "
+            "resume with a lower --lr, or pass --force to retry as it was"
+        )
+    return cfg, ckpt
+
+
+def train(cfg: TrainConfig, resume: dict | None = None) -> TrainResult:
+    """Train a U-Net as configured; see ``unetkit.train`` for the public entry point.
+
+    Args:
+        cfg: The resolved configuration.
+        resume: A checkpoint from :func:`resume_config` to continue from, or None for a new run.
+    """
     started = time.monotonic()
-    deadline = started + cfg.time * 60 if cfg.time else None
     set_threads(cfg.threads)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     run_dir = Path(cfg.out)
@@ -177,9 +251,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     train_images, train_masks = load_arrays(train_pairs, spec, cfg.progress)
     val_images, val_masks = load_arrays(val_pairs, spec, cfg.progress)
     if val_images and val_images[0].shape[2] != train_images[0].shape[2]:
-        raise UnetkitError(f"{val_pairs[0].image}: validation images have a different number of channels than the training images")
+        raise UnetkitError(
+            f"{val_pairs[0].image}: {val_images[0].shape[2]} channel(s) but training image {train_pairs[0].image.name} has "
+            f"{train_images[0].shape[2]}; convert all images to the same channels"
+        )
     classes = list(spec.classes)
-    norm = channel_stats(train_images)
+    norm = channel_stats(train_images) if resume is None else resume["meta"]["normalization"]
 
     model_cfg = ModelConfig(
         in_channels=train_images[0].shape[2], num_classes=len(classes), base_channels=cfg.base_channels,
@@ -188,20 +265,28 @@ def train(cfg: TrainConfig) -> TrainResult:
     model = UNet(model_cfg).to(device)
     ctx = context(cfg.depth, cfg.padding)
     patch = input_size_for_output(cfg.patch_size, cfg.depth, cfg.padding) - ctx  # a valid output size >= patch_size
-    sampler = PatchSampler(
-        [normalize(im, norm["mean"], norm["std"]) for im in train_images], train_masks, patch, ctx, cfg.augment, cfg.seed
-    )
     if cfg.class_weights is not None and len(cfg.class_weights) != len(classes):
         raise UnetkitError(f"class_weights has {len(cfg.class_weights)} values but the data has {len(classes)} classes ({', '.join(classes)})")
     weights = torch.tensor(cfg.class_weights, dtype=torch.float32, device=device) if cfg.class_weights else None
+    weight_maps = None
+    if cfg.loss.startswith("weighted-ce"):  # the paper's border weight map, w_c from class_weights or balanced
+        weight_maps = dataset_weight_maps(train_pairs, spec, train_masks, cfg.weight_w0, cfg.weight_sigma, cfg.class_weights)
+    augmentation = resolve_augment(cfg.augment, **{k: getattr(cfg, k) for k in AUGMENT_OPTIONS})
+    sampler = PatchSampler(
+        [normalize(im, norm["mean"], norm["std"]) for im in train_images], train_masks, patch, ctx, augmentation, cfg.seed,
+        weights=weight_maps, foreground_fraction=cfg.foreground_fraction,
+    )
     optimizer = make_optimizer(cfg, model.parameters())
     base_lr = cfg.resolved_lr
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", patience=5, factor=0.5) if cfg.schedule == "plateau" else None
+    scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
 
     pixels = sum(m.size for m in train_masks)
     steps_per_epoch = cfg.steps_per_epoch or max(10, math.ceil(pixels / (patch * patch * cfg.batch_size)))
     max_epochs = cfg.resolved_epochs
     run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in run_dir.glob(".*.tmp-*"):  # left by a process killed mid-write; the real files are intact
+        stale.unlink()
     dump_config(cfg, run_dir / "config.yaml")
     meta = {
         "unetkit_version": unetkit.__version__,
@@ -214,76 +299,142 @@ def train(cfg: TrainConfig) -> TrainResult:
         "patch": patch,
     }
 
-    history: list[dict] = []
-    best = -1.0
-    step = 0
-    epoch = 0
-    val_seconds = 0.0
+    # Progress: everything needed to continue exactly where a checkpoint was taken.
+    progress = {"epoch": 0, "step": 0, "epoch_step": 0, "epoch_losses": [], "best": -1.0, "history": [], "elapsed": 0.0, "val_seconds": 0.0}
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        if plateau is not None and resume.get("plateau"):
+            plateau.load_state_dict(resume["plateau"])
+        if scaler is not None and resume.get("scaler"):
+            scaler.load_state_dict(resume["scaler"])
+        torch.set_rng_state(resume["rng"]["torch"])
+        if device.type == "cuda" and resume["rng"].get("cuda"):
+            torch.cuda.set_rng_state_all(resume["rng"]["cuda"])
+        progress = json.loads(resume["progress"])
+    elapsed_before = progress["elapsed"]
+    first_step = progress["step"]
+    batches = batch_iterator(sampler, cfg.batch_size, first_step, cfg.workers)  # yields batch number `step`
+    deadline = started + cfg.time * 60 - elapsed_before if cfg.time else None
+
+    def save_last() -> None:
+        """The full training state; written last, so it is the commit point of an epoch."""
+        progress["elapsed"] = elapsed_before + time.monotonic() - started
+        rng = {"torch": torch.get_rng_state()}
+        if device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        save_checkpoint(
+            run_dir / "last.pt", model.state_dict(), {**meta, "epoch": progress["epoch"], "step": progress["step"]},
+            optimizer=optimizer.state_dict(), plateau=plateau.state_dict() if plateau else None,
+            scaler=scaler.state_dict() if scaler else None, rng=rng, progress=json.dumps(progress),
+        )
+
+    history = progress["history"]
     total_steps = max_epochs * steps_per_epoch if max_epochs else None
-    bar = tqdm(total=total_steps, desc="train", unit="step", disable=not cfg.progress, dynamic_ncols=True)
+    bar = tqdm(total=total_steps, initial=progress["step"], desc="train", unit="step", disable=not cfg.progress, dynamic_ncols=True)
+    write_status(run_dir, status="running")
+    last_save = time.monotonic()
+    step_seconds = 0.0
+    stopped_by = None
     model.train()
-    stop = False
-    while not stop and (max_epochs is None or epoch < max_epochs):
-        epoch += 1
-        losses = []
-        for _ in range(steps_per_epoch):
-            if deadline is not None:
-                step_time = (time.monotonic() - started - val_seconds * (epoch - 1)) / max(step, 1) if step else 0.0
-                if time.monotonic() + step_time + val_seconds * 1.2 > deadline:
-                    stop = True
+    with StopRequest() as stop_request:
+        while stopped_by is None and (max_epochs is None or progress["epoch"] < max_epochs):
+            epoch = progress["epoch"] + 1
+            losses = progress["epoch_losses"]
+            while progress["epoch_step"] < steps_per_epoch:
+                step = progress["step"]
+                step_began = time.monotonic()
+                if deadline is not None:
+                    # Mean duration of this process's steps so far (set-up, validation and saving excluded).
+                    step_time = step_seconds / max(step - first_step, 1)
+                    if step_began + step_time + progress["val_seconds"] * 1.2 > deadline:
+                        stopped_by = "time"
+                        break
+                if stop_request.requested:
+                    stopped_by = "interrupt"
                     break
-            if max_epochs is not None:
-                progress = step / (max_epochs * steps_per_epoch)
-            else:
-                progress = (time.monotonic() - started) / (cfg.time * 60)
-            if plateau is None:
-                for group in optimizer.param_groups:
-                    group["lr"] = base_lr * lr_factor(cfg, progress)
-            x, y = sampler.batch(cfg.batch_size)
-            x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-            with autocast(device, cfg.precision):
-                logits = model(x)  # (B, K, patch, patch)
-            loss = segmentation_loss(logits, y, cfg.loss, weights, IGNORE)
-            if not torch.isfinite(loss):
-                raise UnetkitError(
-                    f"loss became {loss.item()} at epoch {epoch}, step {step + 1}; lower --lr (now {optimizer.param_groups[0]['lr']:g}) "
-                    f"or check the data; the last good checkpoint is {run_dir / 'last.pt'}"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            losses.append(loss.item())
-            bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses[-20:]):.4f}", val_dice=f"{best:.4f}" if best >= 0 else "-", refresh=False)
-            if deadline is not None:
-                bar.set_description(f"train ({max(0.0, deadline - time.monotonic()) / 60:.1f} min left)")
-        if not losses:
-            epoch -= 1
-            break
-        row = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"], "train_loss": float(np.mean(losses)),
-               "val_dice": "", "val_iou": "", "val_pixel_accuracy": ""}
-        last_epoch = stop or (max_epochs is not None and epoch == max_epochs)
-        if val_images and (epoch % cfg.val_every == 0 or last_epoch):
-            t0 = time.monotonic()
-            s = validate(model, val_images, val_masks, norm, cfg, device, classes)
-            val_seconds = time.monotonic() - t0
-            row.update(val_dice=s["dice"]["mean"], val_iou=s["iou"]["mean"], val_pixel_accuracy=s["pixel_accuracy"]["overall"])
-            if plateau is not None:
-                plateau.step(s["dice"]["mean"] or 0.0)
-        row["time_s"] = round(time.monotonic() - started, 2)
-        history.append(row)
-        meta_now = {**meta, "epoch": epoch, "step": step, "scores": row}
-        state = model.state_dict()
-        save_checkpoint(run_dir / "last.pt", state, meta_now, optimizer=optimizer.state_dict())
-        dice = row["val_dice"]
-        if not val_images or (dice not in ("", None) and dice > best):
-            best = dice if val_images else best
-            save_checkpoint(run_dir / "best.pt", state, meta_now)
-        write_csv(run_dir / "metrics.csv", history)
-        plot_curves(run_dir / "curves.png", history)
-        bar.set_postfix(epoch=epoch, loss=f"{row['train_loss']:.4f}", val_dice=f"{best:.4f}" if best >= 0 else "-")
+                if max_epochs is not None:
+                    fraction = step / (max_epochs * steps_per_epoch)
+                else:
+                    fraction = (elapsed_before + time.monotonic() - started) / (cfg.time * 60)
+                if plateau is None:
+                    for group in optimizer.param_groups:
+                        group["lr"] = base_lr * lr_factor(cfg, fraction)
+                x, y, weight_map = next(batches)  # (B, C, in, in), (B, patch, patch), weights or None
+                x, y = x.to(device), y.to(device)
+                weight_map = weight_map.to(device) if weight_map is not None else None
+                with autocast(device, cfg.precision):
+                    logits = model(x)  # (B, K, patch, patch)
+                loss = segmentation_loss(logits, y, cfg.loss, weights, IGNORE, weight_map)
+                if not torch.isfinite(loss):
+                    bar.close()
+                    write_status(run_dir, status="nan", epoch=epoch, step=step + 1, lr_setting=cfg.resolved_lr)
+                    raise UnetkitError(
+                        f"loss became {loss.item()} at epoch {epoch}, step {step + 1}: the learning rate "
+                        f"(--lr {cfg.resolved_lr:g}) is likely too high, or the data holds NaN/inf values; "
+                        f"the last good checkpoint is {run_dir / 'last.pt'}"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
+                progress["step"] += 1
+                progress["epoch_step"] += 1
+                step_seconds += time.monotonic() - step_began
+                losses.append(loss.item())
+                bar.update(1)
+                best = progress["best"]
+                bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses[-20:]):.4f}", val_dice=f"{best:.4f}" if best >= 0 else "-", refresh=False)
+                if deadline is not None:
+                    bar.set_description(f"train ({max(0.0, deadline - time.monotonic()) / 60:.1f} min left)")
+                if cfg.save_every and time.monotonic() - last_save > cfg.save_every * 60 and progress["epoch_step"] < steps_per_epoch:
+                    save_last()
+                    last_save = time.monotonic()
+            if stopped_by == "interrupt" or not losses:
+                break
+            row = {"epoch": epoch, "step": progress["step"], "lr": optimizer.param_groups[0]["lr"], "train_loss": float(np.mean(losses)),
+                   "val_dice": "", "val_iou": "", "val_pixel_accuracy": ""}
+            last_epoch = stopped_by is not None or (max_epochs is not None and epoch == max_epochs)
+            if val_images and (epoch % cfg.val_every == 0 or last_epoch):
+                t0 = time.monotonic()
+                s = validate(model, val_images, val_masks, norm, cfg, device, classes)
+                progress["val_seconds"] = time.monotonic() - t0
+                row.update(val_dice=s["dice"]["mean"], val_iou=s["iou"]["mean"], val_pixel_accuracy=s["pixel_accuracy"]["overall"])
+                if plateau is not None:
+                    plateau.step(s["dice"]["mean"] or 0.0)
+            row["time_s"] = round(elapsed_before + time.monotonic() - started, 2)
+            history.append(row)
+            progress.update(epoch=epoch, epoch_step=0, epoch_losses=[])
+            dice = row["val_dice"]
+            if not val_images or (dice not in ("", None) and dice > progress["best"]):
+                progress["best"] = dice if val_images else progress["best"]
+                save_checkpoint(run_dir / "best.pt", model.state_dict(), {**meta, "epoch": epoch, "step": progress["step"], "scores": row})
+            write_csv(run_dir / "metrics.csv", history)
+            plot_curves(run_dir / "curves.png", history)
+            save_last()
+            last_save = time.monotonic()
+            bar.set_postfix(epoch=epoch, loss=f"{row['train_loss']:.4f}", val_dice=f"{progress['best']:.4f}" if progress["best"] >= 0 else "-")
+        if stopped_by == "interrupt":
+            save_last()
     bar.close()
+    seconds = elapsed_before + time.monotonic() - started
+    if stopped_by == "interrupt":
+        write_status(run_dir, status="interrupted", epoch=progress["epoch"], step=progress["step"])
+        raise TrainingInterrupted(f"stopped at epoch {progress['epoch'] + 1}, step {progress['step']}; state saved in {run_dir / 'last.pt'}; continue with: unetkit train --resume {run_dir}")
     if not history:
         raise UnetkitError(f"the time budget ({cfg.time} min) ended before one training step; give more --time")
-    return TrainResult(run_dir, best if best >= 0 else None, epoch, step, time.monotonic() - started, history)
+    write_status(run_dir, status="done", epoch=progress["epoch"], step=progress["step"])
+    if cfg.report and val_pairs:
+        from unetkit.evaluation import validation_report
+
+        validation_report(run_dir, spec, val_pairs, cfg.device, cfg.tile, cfg.batch_size, cfg.precision, cfg.progress)
+    best = progress["best"]
+    return TrainResult(run_dir, best if best >= 0 else None, progress["epoch"], progress["step"], seconds, history)
+
+
+class TrainingInterrupted(UnetkitError):
+    """Training stopped on Ctrl-C or SIGTERM after saving its state."""
