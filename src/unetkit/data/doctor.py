@@ -312,22 +312,21 @@ def _check_mask_files(pair: Pair, image: np.ndarray | None, found: _Findings, ro
     return ok
 
 
+def _minority(infos: list[dict], key: str):
+    """(info, its value, the most common value, how many have it) for each info off the most common ``key``."""
+    counts = Counter(info[key] for info in infos)
+    common, count = counts.most_common(1)[0] if counts else (None, 0)
+    return [(info, info[key], common, count) for info in infos if info[key] != common]
+
+
 def _check_images(infos: list[dict], found: _Findings, root: Path) -> None:
     """All images need the same channels; mixed bit depths are legal but usually a mistake."""
-    channels = Counter(info["channels"] for info in infos)
-    if len(channels) > 1:
-        common = channels.most_common(1)[0][0]
-        for info in infos:
-            if info["channels"] != common:
-                found.error(info["file"], f"has {info['channels']} channel(s) but {channels[common]} other images have {common}; "
-                                          "convert all images to the same channels")  # fmt: skip
-    dtypes = Counter(info["dtype"] for info in infos)
-    if len(dtypes) > 1:
-        common = dtypes.most_common(1)[0][0]
-        for info in infos:
-            if info["dtype"] != common:
-                found.warning(info["file"], f"is {info['dtype']} but {dtypes[common]} other images are {common}; "
-                                            "normalisation uses one mean and std for all: convert to one bit depth")  # fmt: skip
+    for info, value, common, count in _minority(infos, "channels"):
+        found.error(info["file"], f"has {value} channel(s) but {count} other images have {common}; "
+                                  "convert all images to the same channels")  # fmt: skip
+    for info, value, common, count in _minority(infos, "dtype"):
+        found.warning(info["file"], f"is {value} but {count} other images are {common}; "
+                                    "normalisation uses one mean and std for all: convert to one bit depth")  # fmt: skip
 
 
 def _make_spec(root, pairs, names, colors, mode, ignore_value, ignore_colors, where, found) -> DataSpec | None:
