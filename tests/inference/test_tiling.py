@@ -48,14 +48,20 @@ def test_blend_window():
     np.testing.assert_allclose(w[8:] + w[:4], 1.0, atol=1e-6)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("depth,tile", [(3, 60), (4, 120), (5, 204)])
-def test_valid_tiling_equals_whole_image_pass(depth, tile):
+def test_valid_tiling_equals_whole_image_pass(depth, tile, channels_last):
     """Seamless by construction: many tiles == one forward pass over the whole mirrored image."""
     torch.manual_seed(0)
     net = UNet(in_channels=2, num_classes=3, base_channels=4, depth=depth).eval()
     h, w = 150, 97  # non-square, larger than one tile, not aligned to anything
     image = np.random.default_rng(0).normal(size=(2, h, w)).astype(np.float32)
-    tiled = tiled_logits(net, image, tile=tile, batch_size=3)
+    if channels_last:  # the layout prediction uses on CPU; the whole pass below stays plain NCHW
+        net_cl = UNet(net.config).eval()
+        net_cl.load_state_dict(net.state_dict())
+        tiled = tiled_logits(net_cl.to(memory_format=torch.channels_last), image, tile=tile, batch_size=3, channels_last=True)
+    else:
+        tiled = tiled_logits(net, image, tile=tile, batch_size=3)
     rows = plan_axis(h, tile, depth, "valid")
     assert len(rows.starts) > 2, "the test must actually cut the image into several tiles"
     # whole image: mirrored by half the context before, and enough after to make a valid size
