@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from spine import ROOT, update_section  # noqa: E402
+from spine import ROOT, publish  # noqa: E402
 
 from unetkit.data.augment import AUGMENTS  # noqa: E402
 from unetkit.data.dataset import load_spec, read_pair  # noqa: E402
@@ -91,8 +91,7 @@ def main() -> int:
         "step of the paper's U-Net on 4 such patches takes seconds, and with `--workers` (default 1) the",
         "next batches are sampled beside it instead of before it.",
     ]
-    update_section("augment-speed", "\n".join(lines))
-    print("\n".join(lines))
+    publish("augment-speed", lines)
     return 0
 
 

@@ -16,7 +16,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from spine import update_section  # noqa: E402
+from spine import publish  # noqa: E402
 
 from unetkit.models.unet import UNet, output_size  # noqa: E402
 
@@ -78,8 +78,7 @@ def main() -> int:
         "`unetkit predict` uses fp32 with channels_last on the CPU; bf16 is opt-in (`--precision bf16`) while it",
         "does not beat fp32 on this machine.",
     ]
-    update_section("cpu-inference", "\n".join(lines))
-    print("\n".join(lines))
+    publish("cpu-inference", lines)
     return 0
 
 

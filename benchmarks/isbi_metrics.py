@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 import unetkit
-from spine import ISBI, update_section  # benchmarks/spine.py, beside this file
+from spine import ISBI, publish  # benchmarks/spine.py, beside this file
 
 #: Table 1 of Ronneberger et al. (2015): the U-Net on the ISBI 2012 challenge's hidden test set.
 PAPER = {"warping_error": 0.000353, "rand_error": 0.0382, "pixel_error": 0.0611}
@@ -74,8 +74,7 @@ def main() -> int:
         f"boundary F1 at {r['boundary']['tolerance']:g} px {r['boundary']['f1']['mean']:.4f} (mean over classes), "
         f"HD95 {r['boundary']['hd95']['mean']:.2f} px (mean over classes).",
     ]
-    update_section("isbi-metrics", "\n".join(lines))
-    print("\n".join(lines))
+    publish("isbi-metrics", lines)
     return 0
 
 

@@ -31,7 +31,7 @@ import torch
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from spine import ROOT, update_section  # noqa: E402
+from spine import ROOT, publish  # noqa: E402
 
 import unetkit  # noqa: E402
 from unetkit.data.dataset import load_spec, read_instances, split_pairs  # noqa: E402
@@ -131,8 +131,7 @@ def main() -> int:
             (out / f"{name}.json").write_text(json.dumps({"touching": touching, "separated": separated, "share": share, "dice": dice}))
             lines.append(f"| `{augment}` | `{loss}` | {result.steps} | {touching} | {separated} | {share:.1%} | {dice:.4f} |")
 
-    update_section("small-data", "\n".join(lines))
-    print("\n".join(lines))
+    publish("small-data", lines)
     return 0
 
 

@@ -27,12 +27,13 @@ ISBI = ROOT / "examples" / "isbi2012" / "dataset.yaml"
 ISBI_OPTIONS = dict(base_channels=32, depth=4, patch_size=128, batch_size=4, lr=1e-3, optimizer="adam", schedule="cosine", tile=512)
 
 
-def update_section(name: str, body: str) -> None:
-    """Replace the text between the section's markers in docs/benchmarks.md (append it if missing)."""
+def publish(name: str, lines: list[str]) -> None:
+    """Print ``lines`` and put them between the section's markers in docs/benchmarks.md (appended if missing)."""
+    print("\n".join(lines))
     doc = ROOT / "docs" / "benchmarks.md"
     text = doc.read_text() if doc.exists() else "# Benchmarks\n\nEvery figure here was produced by the command shown next to it.\n"
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    block = f"{begin}\n{body.strip()}\n{end}"
+    block = f"{begin}\n" + "\n".join(lines).strip() + f"\n{end}"
     if begin in text:
         text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
     else:
@@ -86,8 +87,7 @@ def main() -> int:
             "Valid (unpadded) convolutions, light augmentation (flips, 90-degree rotations), CE + Dice loss, fp32.",
             f"Validation scores: `{json.dumps({k: round(v, 4) for k, v in scores['iou'].items()})}` (IoU).",
         ]
-    update_section("spine", "\n".join(lines))
-    print("\n".join(lines))
+    publish("spine", lines)
     return 0
 
 
