@@ -12,7 +12,7 @@ from unetkit.data.io import IMAGE_EXTENSIONS, probe_image, read_image, write_png
 from unetkit.engine.trainer import TrainResult
 from unetkit.errors import UnetkitError
 from unetkit.evaluation import evaluate  # noqa: F401 - public as unetkit.evaluate
-from unetkit.inference.predictor import DEFAULT_TILE, Segmenter, softmax
+from unetkit.inference.predictor import DEFAULT_TILE, Segmenter, as_segmenter, softmax
 
 
 def train(config: str | Path | None = None, resume: str | Path | None = None, force: bool = False, **options) -> TrainResult:
@@ -66,12 +66,6 @@ def _inputs(inputs: list[str | Path]) -> list[tuple[str, Path]]:
     return found
 
 
-def _segmenter(model, device: str, tile: int, batch_size: int, precision: str) -> Segmenter:
-    if isinstance(model, Segmenter):
-        return model
-    return load(model, device=device, tile=tile, batch_size=batch_size, precision=precision)
-
-
 def predict(
     model: str | Path | Segmenter,
     inputs: list[str | Path] | str | Path,
@@ -103,7 +97,7 @@ def predict(
             raise UnetkitError(f"--out {out} is inside the input folder {item}; predictions would mix with the images, choose another --out")
     for _, path in items:  # every input is checked before any output is written
         probe_image(path)
-    seg = _segmenter(model, device, tile, batch_size, precision)
+    seg = as_segmenter(model, device, tile=tile, batch_size=batch_size, precision=precision)
     written: list[Path] = []
     for key, path in tqdm(items, desc="predict", unit="img", disable=not progress or len(items) < 2):
         image = read_image(path)

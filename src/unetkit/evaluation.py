@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from unetkit.data.dataset import IGNORE, DataSpec, Pair, decode_mask, load_spec, read_instances, read_pair
 from unetkit.data.io import atomic_write, read_image, read_mask_raw
 from unetkit.errors import UnetkitError
-from unetkit.inference.predictor import DEFAULT_TILE, Segmenter, softmax
+from unetkit.inference.predictor import DEFAULT_TILE, Segmenter, as_segmenter, softmax
 from unetkit.metrics import confusion_matrix, scores
 from unetkit.metrics.boundary import boundary_counts, boundary_f1, hd95
 from unetkit.metrics.instances import AP_THRESHOLDS, aggregated_jaccard, average_precision
@@ -253,7 +253,7 @@ def evaluate(
         >>> unetkit.evaluate(model="runs/exp1/best.pt", data="data/", split="val", metrics="pixel,isbi")["isbi"]
     """
     if model is not None and data is not None and pred is None and truth is None:
-        seg = model if isinstance(model, Segmenter) else Segmenter.from_checkpoint(model, device=device, tile=tile, batch_size=batch_size, precision=precision)
+        seg = as_segmenter(model, device, tile=tile, batch_size=batch_size, precision=precision)
         spec = load_spec(data, split=split)
         if spec.num_classes != len(seg.classes):
             raise UnetkitError(f"{data}: {spec.num_classes} classes but the model predicts {len(seg.classes)} ({', '.join(seg.classes)}); evaluate on data with the model's classes")

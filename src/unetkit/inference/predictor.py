@@ -152,3 +152,8 @@ class Segmenter:
         """(H, W, C) image -> (H, W) class indices (uint8, or uint16 beyond 255 classes)."""
         dtype = np.uint8 if len(self.classes) <= 256 else np.uint16
         return self.logits(image).argmax(axis=0).astype(dtype)
+
+
+def as_segmenter(model: "str | Path | Segmenter", device: str = "auto", **kwargs) -> Segmenter:
+    """``model`` itself if it is already a :class:`Segmenter`, else the checkpoint at that path loaded as one."""
+    return model if isinstance(model, Segmenter) else Segmenter.from_checkpoint(model, device=device, **kwargs)
