@@ -38,7 +38,7 @@ def train(config: str | Path | None = None, resume: str | Path | None = None, fo
     return run(make_config(config, **options))
 
 
-def load(model: str | Path, device: str = "auto", tile: int = DEFAULT_TILE, batch_size: int = 4, precision: str = "fp32") -> Segmenter:
+def load(model: str | Path, device: str = "auto", tile: int = DEFAULT_TILE, batch_size: int = 4, precision: str = "auto") -> Segmenter:
     """Load a checkpoint (``best.pt``/``last.pt``) as a :class:`Segmenter` ready to predict."""
     return Segmenter.from_checkpoint(model, device=device, tile=tile, batch_size=batch_size, precision=precision)
 
@@ -75,7 +75,7 @@ def predict(
     probabilities: bool = False,
     overlay: bool = False,
     device: str = "auto",
-    precision: str = "fp32",
+    precision: str = "auto",
     progress: bool = True,
 ) -> list[Path]:
     """Segment images of any size with overlap-tile inference and write the results.

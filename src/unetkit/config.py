@@ -77,7 +77,7 @@ class TrainConfig:
     deterministic: bool = opt(False, "use only deterministic algorithms, so a resumed run ends bit-identical to an uninterrupted one (with --epochs)")
     save_every: float = opt(10.0, "also save the full training state every N minutes within an epoch (0: only at epoch ends)")
     device: str = opt("auto", "auto (cuda if available), cpu, cuda or cuda:N")
-    precision: str = opt("fp32", "arithmetic: fp32, or bf16/fp16 autocast with fp32 master weights", ("fp32", "bf16", "fp16"))
+    precision: str = opt("auto", "arithmetic: fp32, or bf16/fp16 autocast with fp32 master weights; auto = bf16 where it measurably beats fp32 here", ("auto", "fp32", "bf16", "fp16"))
     threads: int | None = opt(None, "CPU threads for torch (default: torch's choice)")
     progress: bool = opt(True, "show a progress bar")
     report: bool = opt(True, "at the end, evaluate best.pt on the validation set into an HTML report in RUN_DIR/report")

@@ -227,7 +227,7 @@ def evaluate(
     tile: int = DEFAULT_TILE,
     batch_size: int = 4,
     device: str = "auto",
-    precision: str = "fp32",
+    precision: str = "auto",
     progress: bool = True,
 ) -> dict:
     """Score a model on a labelled data set (``model`` + ``data``) or saved predictions (``pred`` + ``truth``).

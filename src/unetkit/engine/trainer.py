@@ -29,7 +29,7 @@ from unetkit.inference.predictor import normalize, tiled_logits
 from unetkit.losses import segmentation_loss
 from unetkit.metrics import confusion_matrix, scores
 from unetkit.models.unet import ModelConfig, UNet, context, input_size_for_output
-from unetkit.runtime import autocast, resolve_device, set_threads
+from unetkit.runtime import autocast, resolve_device, set_threads, resolve_precision
 
 CSV_FIELDS = ("epoch", "step", "time_s", "lr", "train_loss", "val_dice", "val_iou", "val_pixel_accuracy")
 
@@ -130,7 +130,7 @@ def validate(model: UNet, images, masks, norm: dict, cfg: TrainConfig, device, c
     cm = np.zeros((len(classes), len(classes)), np.int64)
     for image, mask in zip(images, masks):
         x = normalize(image, norm["mean"], norm["std"])
-        pred = tiled_logits(model, x, cfg.tile, cfg.batch_size, device, cfg.precision).argmax(0)
+        pred = tiled_logits(model, x, cfg.tile, cfg.batch_size, device, resolve_precision(cfg.precision, device)).argmax(0)
         cm += confusion_matrix(pred, mask, len(classes), IGNORE)
     model.train()
     return scores(cm, classes)
@@ -245,6 +245,7 @@ def train(cfg: TrainConfig, resume: dict | None = None) -> TrainResult:
         torch.use_deterministic_algorithms(True)
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
     run_dir = Path(cfg.out)
 
     spec, train_pairs, val_pairs = load_split(cfg)
@@ -279,7 +280,7 @@ def train(cfg: TrainConfig, resume: dict | None = None) -> TrainResult:
     optimizer = make_optimizer(cfg, model.parameters())
     base_lr = cfg.resolved_lr
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", patience=5, factor=0.5) if cfg.schedule == "plateau" else None
-    scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
 
     pixels = sum(m.size for m in train_masks)
     steps_per_epoch = cfg.steps_per_epoch or max(10, math.ceil(pixels / (patch * patch * cfg.batch_size)))
@@ -363,7 +364,7 @@ def train(cfg: TrainConfig, resume: dict | None = None) -> TrainResult:
                 x, y, weight_map = next(batches)  # (B, C, in, in), (B, patch, patch), weights or None
                 x, y = x.to(device), y.to(device)
                 weight_map = weight_map.to(device) if weight_map is not None else None
-                with autocast(device, cfg.precision):
+                with autocast(device, precision):
                     logits = model(x)  # (B, K, patch, patch)
                 loss = segmentation_loss(logits, y, cfg.loss, weights, IGNORE, weight_map)
                 if not torch.isfinite(loss):
@@ -431,7 +432,7 @@ def train(cfg: TrainConfig, resume: dict | None = None) -> TrainResult:
     if cfg.report and val_pairs:
         from unetkit.evaluation import validation_report
 
-        validation_report(run_dir, spec, val_pairs, cfg.device, cfg.tile, cfg.batch_size, cfg.precision, cfg.progress)
+        validation_report(run_dir, spec, val_pairs, cfg.device, cfg.tile, cfg.batch_size, precision, cfg.progress)
     best = progress["best"]
     return TrainResult(run_dir, best if best >= 0 else None, progress["epoch"], progress["step"], seconds, history)
 

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from unetkit.engine.checkpoint import load_checkpoint
 from unetkit.inference.tiling import blend_window, mirror_pad, plan_axis
 from unetkit.models.unet import ModelConfig, UNet
-from unetkit.runtime import autocast, resolve_device
+from unetkit.runtime import autocast, resolve_device, resolve_precision
 
 DEFAULT_TILE = 512
 
@@ -27,9 +27,47 @@ def normalize(image: np.ndarray, mean: list[float], std: list[float]) -> np.ndar
     return (x - m) / s
 
 
-@torch.inference_mode()
+class TorchForward:
+    """A PyTorch U-Net as a tile function: (B, C, h, w) normalised float32 -> (B, K, h', w') float32 logits.
+
+    Every backend (this one, ONNX Runtime) has this shape, so tiling, streaming and outputs are shared.
+    ``channels_last`` converts the model and feeds NHWC tiles (faster convolutions on CPUs).
+    """
+
+    def __init__(self, model: UNet, device: torch.device | None = None, precision: str = "fp32", channels_last: bool = False) -> None:
+        self.model = model.eval()
+        self.config: ModelConfig = model.config
+        self.device = device or next(model.parameters()).device
+        self.precision = precision
+        self.channels_last = channels_last
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        with autocast(self.device, self.precision):
+            t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+            if self.channels_last:
+                t = t.contiguous(memory_format=torch.channels_last)
+            y = self.model(t)
+        return y.float().cpu().numpy()
+
+
+def _prefetched(items, make, depth: int = 2):
+    """Yield ``(item, make(item))`` with ``make`` running ahead in a thread (numpy slicing releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="unetkit-prefetch") as pool:
+        pending = [(it, pool.submit(make, it)) for it in items[:depth]]
+        for i in range(len(items)):
+            item, future = pending.pop(0)
+            if i + depth < len(items):
+                pending.append((items[i + depth], pool.submit(make, items[i + depth])))
+            yield item, future.result()
+
+
 def tiled_logits(
-    model: UNet,
+    model: "UNet | TorchForward",
     image: np.ndarray,
     tile: int = DEFAULT_TILE,
     batch_size: int = 4,
@@ -40,15 +78,16 @@ def tiled_logits(
 ) -> np.ndarray:
     """Overlap-tile inference of a whole (C, H, W) float32 image; returns (K, H, W) float32 logits.
 
-    ``channels_last`` feeds tiles in NHWC layout, for a model converted with
-    ``model.to(memory_format=torch.channels_last)`` (faster convolutions on CPUs).
+    ``model`` is a :class:`UNet` (run as ``TorchForward(model, device, precision, channels_last)``) or any
+    tile function with a ``config`` (ModelConfig), such as the ONNX Runtime backend.
+    The next batch of tiles is cut in a background thread while the current one runs.
 
     In valid mode this equals ``model(mirror_pad(image, ...))`` over the whole padded image, cropped
     to (H, W): tiles start on multiples of the network's stride and their outputs abut. In same mode
     tiles overlap and are blended with a raised-cosine window.
     """
-    cfg = model.config
-    device = device or next(model.parameters()).device
+    forward = TorchForward(model, device, precision, channels_last) if isinstance(model, torch.nn.Module) else model
+    cfg = forward.config
     _, h, w = image.shape
     rows = plan_axis(h, tile, cfg.depth, cfg.padding)
     cols = plan_axis(w, tile, cfg.depth, cfg.padding)
@@ -59,16 +98,14 @@ def tiled_logits(
         window = np.outer(blend_window(rows.tile_out, rows.tile_in - rows.step), blend_window(cols.tile_out, cols.tile_in - cols.step))
         weight = np.zeros(out.shape[1:], np.float32)
     origins = [(r, c) for r in rows.starts for c in cols.starts]
+    batches = [origins[i : i + batch_size] for i in range(0, len(origins), batch_size)]
+
+    def cut(batch):  # (B, C, th, tw)
+        return np.stack([padded[:, r : r + rows.tile_in, c : c + cols.tile_in] for r, c in batch])
+
     bar = tqdm(total=len(origins), desc="tiles", unit="tile", disable=not progress, leave=False)
-    for i in range(0, len(origins), batch_size):
-        batch = origins[i : i + batch_size]
-        x = np.stack([padded[:, r : r + rows.tile_in, c : c + cols.tile_in] for r, c in batch])  # (B, C, th, tw)
-        with autocast(device, precision):
-            x = torch.from_numpy(x).to(device)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = model(x)  # (B, K, th_out, tw_out)
-        y = y.float().cpu().numpy()
+    for batch, x in _prefetched(batches, cut):
+        y = forward(x)  # (B, K, th_out, tw_out)
         for (r, c), logits in zip(batch, y):
             if blend:
                 out[:, r : r + rows.tile_out, c : c + cols.tile_out] += logits * window
@@ -92,36 +129,43 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class Segmenter:
     """A trained U-Net with what prediction needs: normalisation, class names and colours, geometry.
 
+    ``forward`` is the backend: :class:`TorchForward` for checkpoints, or the ONNX Runtime one for
+    exported models; everything else (tiling, outputs) is the same for all of them.
+
     Example:
         >>> seg = unetkit.load("runs/exp1/best.pt")
         >>> mask = seg.predict_mask(image)  # (H, W) class indices for an (H, W, C) image
     """
 
-    model: UNet
+    forward: "TorchForward"
     meta: dict
-    device: torch.device
     tile: int = DEFAULT_TILE
     batch_size: int = 4
-    precision: str = "fp32"
     progress: bool = False
     classes: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
         self.classes = list(self.meta["classes"])
-        self.model.eval()
-        # NHWC convolutions are 25-60% faster on CPU in fp32 (docs/benchmarks.md, cpu-inference).
-        self.channels_last = self.device.type == "cpu"
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.forward.config
+
+    @property
+    def model(self) -> UNet | None:
+        """The PyTorch module (None for other backends)."""
+        return getattr(self.forward, "model", None)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", **kwargs) -> "Segmenter":
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "fp32", **kwargs) -> "Segmenter":
         ckpt = load_checkpoint(path)
         meta = ckpt["meta"]
         model = UNet(ModelConfig.from_dict(meta["model"]))
         model.load_state_dict(ckpt["model"])
         dev = resolve_device(device)
-        return cls(model.to(dev), meta, dev, **kwargs)
+        # NHWC convolutions are 25-60% faster on CPU in fp32 (docs/benchmarks.md, cpu-inference).
+        forward = TorchForward(model.to(dev), dev, resolve_precision(precision, dev), channels_last=dev.type == "cpu")
+        return cls(forward, meta, **kwargs)
 
     @property
     def colors(self) -> list[tuple[int, int, int]]:
@@ -130,7 +174,7 @@ class Segmenter:
     def check_image(self, image: np.ndarray, name: str = "image") -> None:
         from unetkit.errors import UnetkitError
 
-        want = self.model.config.in_channels
+        want = self.config.in_channels
         if image.ndim != 3 or image.shape[2] != want:
             raise UnetkitError(
                 f"{name} has {image.shape[2] if image.ndim == 3 else 1} channel(s); this model was trained on {want}; "
@@ -142,7 +186,7 @@ class Segmenter:
         self.check_image(image)
         norm = self.meta["normalization"]
         x = normalize(image, norm["mean"], norm["std"])
-        return tiled_logits(self.model, x, self.tile, self.batch_size, self.device, self.precision, self.progress, self.channels_last)
+        return tiled_logits(self.forward, x, self.tile, self.batch_size, progress=self.progress)
 
     def predict_proba(self, image: np.ndarray) -> np.ndarray:
         """(H, W, C) image -> (K, H, W) float32 class probabilities."""
