@@ -18,6 +18,13 @@ import yaml
 from unetkit.errors import UnetkitError
 
 
+# Model presets: "cpu" is sized for a few CPU cores (docs/benchmarks.md, cpu-speed); "paper" is Ronneberger et al. 2015.
+MODEL_SIZES = {
+    "cpu": {"base_channels": 32, "depth": 4, "patch_size": 128},
+    "paper": {"base_channels": 64, "depth": 5, "patch_size": 388},
+}
+
+
 def opt(default, help: str, choices: tuple | None = None):  # noqa: A002 - "help" reads best here
     meta = {"help": help, "choices": choices}
     if isinstance(default, list):
@@ -36,8 +43,10 @@ class TrainConfig:
     mask_mode: str = opt("auto", "how masks encode classes", ("auto", "index", "binary", "color", "instances"))
     out: str = opt("runs/exp", "run folder for checkpoints, config.yaml, metrics.csv and curves.png")
     # model (see unetkit.models.unet.ModelConfig)
-    base_channels: int = opt(64, "feature maps at the first level, doubled per level (paper: 64)")
-    depth: int = opt(5, "levels of the U-Net, i.e. depth-1 poolings (paper: 5)")
+    model_size: str = opt("cpu", "preset for base_channels, depth and patch_size: cpu = 32, 4, 128 (learns ISBI 2012 in ~15 min on 2 "
+                          "cores); paper = 64, 5, 388 (the 2015 paper's network and 572-pixel tiles)", tuple(MODEL_SIZES))
+    base_channels: int | None = opt(None, "feature maps at the first level, doubled per level (default: the --model-size preset's; paper: 64)")
+    depth: int | None = opt(None, "levels of the U-Net, i.e. depth-1 poolings (default: the --model-size preset's; paper: 5)")
     padding: str = opt("valid", "valid: unpadded convs as in the paper; same: padded", ("valid", "same"))
     norm: str = opt("none", "normalisation after each conv", ("none", "batch", "group", "instance"))
     dropout: float = opt(0.0, "dropout at the end of the contracting path (paper: 0.5)")
@@ -47,7 +56,7 @@ class TrainConfig:
     time: float | None = opt(None, "time budget in minutes; training stops cleanly within it")
     steps_per_epoch: int | None = opt(None, "optimizer steps per epoch (default: enough patches to cover the training pixels once, at least 10)")
     batch_size: int = opt(4, "patches per optimizer step")
-    patch_size: int = opt(256, "output size of a training patch in pixels (valid mode adds the context around it)")
+    patch_size: int | None = opt(None, "output size of a training patch in pixels, valid mode adds the context around it (default: the --model-size preset's)")
     optimizer: str = opt("adam", "optimizer (sgd uses the paper's momentum 0.99)", ("sgd", "adam", "adamw"))
     lr: float | None = opt(None, "learning rate (default: 1e-3 for adam/adamw, 1e-2 for sgd)")
     momentum: float = opt(0.99, "SGD momentum (paper: 0.99)")
@@ -79,6 +88,8 @@ class TrainConfig:
     device: str = opt("auto", "auto (cuda if available), cpu, cuda or cuda:N")
     precision: str = opt("auto", "arithmetic: fp32, or bf16/fp16 autocast with fp32 master weights; auto = bf16 where it measurably beats fp32 here", ("auto", "fp32", "bf16", "fp16"))
     threads: int | None = opt(None, "CPU threads for torch (default: torch's choice)")
+    channels_last: bool = opt(True, "NHWC memory layout on the CPU: faster convolutions, same result (docs/benchmarks.md)")
+    compile: bool = opt(False, "torch.compile the model: about a minute of compiling first, then faster steps (pays for runs of 10+ minutes)")
     progress: bool = opt(True, "show a progress bar")
     report: bool = opt(True, "at the end, evaluate best.pt on the validation set into an HTML report in RUN_DIR/report")
 
@@ -88,6 +99,9 @@ class TrainConfig:
             value = getattr(self, f.name)
             if choices and value not in choices:
                 raise UnetkitError(f"{f.name}={value!r} is not one of {', '.join(choices)}")
+        for name, value in MODEL_SIZES[self.model_size].items():  # the preset fills what was not given
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         for name in ("batch_size", "patch_size", "val_every", "tile", "base_channels", "depth"):
             if getattr(self, name) < 1:
                 raise UnetkitError(f"{name} must be >= 1, got {getattr(self, name)}")

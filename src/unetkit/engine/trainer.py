@@ -264,6 +264,10 @@ def train(cfg: TrainConfig, resume: dict | None = None) -> TrainResult:
         depth=cfg.depth, padding=cfg.padding, norm=cfg.norm, dropout=cfg.dropout, up_mode=cfg.up_mode,
     )
     model = UNet(model_cfg).to(device)
+    channels_last = cfg.channels_last and device.type == "cpu"
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if cfg.compile else model  # parameters stay shared with `model`
     ctx = context(cfg.depth, cfg.padding)
     patch = input_size_for_output(cfg.patch_size, cfg.depth, cfg.padding) - ctx  # a valid output size >= patch_size
     if cfg.class_weights is not None and len(cfg.class_weights) != len(classes):
@@ -363,9 +367,11 @@ def train(cfg: TrainConfig, resume: dict | None = None) -> TrainResult:
                         group["lr"] = base_lr * lr_factor(cfg, fraction)
                 x, y, weight_map = next(batches)  # (B, C, in, in), (B, patch, patch), weights or None
                 x, y = x.to(device), y.to(device)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 weight_map = weight_map.to(device) if weight_map is not None else None
                 with autocast(device, precision):
-                    logits = model(x)  # (B, K, patch, patch)
+                    logits = forward(x)  # (B, K, patch, patch)
                 loss = segmentation_loss(logits, y, cfg.loss, weights, IGNORE, weight_map)
                 if not torch.isfinite(loss):
                     bar.close()
