@@ -138,7 +138,8 @@ def validate(model: UNet, images, masks, norm: dict, cfg: TrainConfig, device, c
 
 def write_csv(path: Path, rows: list[dict]) -> None:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
+    extra = [k for k in dict.fromkeys(k for row in rows for k in row) if k not in CSV_FIELDS]  # per-class Dice
+    writer = csv.DictWriter(buf, fieldnames=[*CSV_FIELDS, *extra], restval="")
     writer.writeheader()
     writer.writerows(rows)
     with atomic_write(path) as tmp:
@@ -256,7 +257,13 @@ def train(cfg: TrainConfig, resume: dict | None = None) -> TrainResult:
             f"{val_pairs[0].image}: {val_images[0].shape[2]} channel(s) but training image {train_pairs[0].image.name} has "
             f"{train_images[0].shape[2]}; convert all images to the same channels"
         )
-    classes = list(spec.classes)
+    classes, colors = list(spec.classes), [list(c) for c in spec.colors]
+    if cfg.target == "instances":  # background / interior / boundary between touching objects, from the instance labels
+        from unetkit.instances import INSTANCE_CLASSES, INSTANCE_COLORS, instance_targets, instance_weight_maps
+
+        train_instances, train_masks = instance_targets(train_pairs, spec, cfg.boundary_width, cfg.progress)
+        val_masks = instance_targets(val_pairs, spec, cfg.boundary_width)[1]
+        classes, colors = list(INSTANCE_CLASSES), [list(c) for c in INSTANCE_COLORS]
     norm = channel_stats(train_images) if resume is None else resume["meta"]["normalization"]
 
     model_cfg = ModelConfig(
@@ -264,7 +271,8 @@ def train(cfg: TrainConfig, resume: dict | None = None) -> TrainResult:
         depth=cfg.depth, padding=cfg.padding, norm=cfg.norm, dropout=cfg.dropout, up_mode=cfg.up_mode,
     )
     model = UNet(model_cfg).to(device)
-    channels_last = cfg.channels_last and device.type == "cpu"
+    # oneDNN's NHWC weight-gradient reductions were seen to vary in the last bit between runs; NCHW is exact.
+    channels_last = cfg.channels_last and device.type == "cpu" and not cfg.deterministic
     if channels_last:
         model.to(memory_format=torch.channels_last)
     forward = torch.compile(model) if cfg.compile else model  # parameters stay shared with `model`
@@ -274,7 +282,9 @@ def train(cfg: TrainConfig, resume: dict | None = None) -> TrainResult:
         raise UnetkitError(f"class_weights has {len(cfg.class_weights)} values but the data has {len(classes)} classes ({', '.join(classes)})")
     weights = torch.tensor(cfg.class_weights, dtype=torch.float32, device=device) if cfg.class_weights else None
     weight_maps = None
-    if cfg.loss.startswith("weighted-ce"):  # the paper's border weight map, w_c from class_weights or balanced
+    if cfg.loss.startswith("weighted-ce") and cfg.target == "instances":  # the border term also covers the boundary band
+        weight_maps = instance_weight_maps(train_instances, train_masks, cfg.weight_w0, cfg.weight_sigma, cfg.class_weights)
+    elif cfg.loss.startswith("weighted-ce"):  # the paper's border weight map, w_c from class_weights or balanced
         weight_maps = dataset_weight_maps(train_pairs, spec, train_masks, cfg.weight_w0, cfg.weight_sigma, cfg.class_weights)
     augmentation = resolve_augment(cfg.augment, **{k: getattr(cfg, k) for k in AUGMENT_OPTIONS})
     sampler = PatchSampler(
@@ -298,8 +308,10 @@ def train(cfg: TrainConfig, resume: dict | None = None) -> TrainResult:
         "model": model_cfg.to_dict(),
         "normalization": norm,
         "classes": classes,
-        "colors": [list(c) for c in spec.colors],
+        "colors": colors,
         "mask_mode": spec.mask_mode,
+        "target": cfg.target,  # "instances": channels background, interior, boundary (unetkit.instances)
+        "boundary_width": cfg.boundary_width,
         "train_config": cfg.to_dict(),
         "patch": patch,
     }
@@ -411,6 +423,7 @@ def train(cfg: TrainConfig, resume: dict | None = None) -> TrainResult:
                 s = validate(model, val_images, val_masks, norm, cfg, device, classes)
                 progress["val_seconds"] = time.monotonic() - t0
                 row.update(val_dice=s["dice"]["mean"], val_iou=s["iou"]["mean"], val_pixel_accuracy=s["pixel_accuracy"]["overall"])
+                row.update({f"val_dice_{name}": value for name, value in s["dice"].items() if name != "mean"})
                 if plateau is not None:
                     plateau.step(s["dice"]["mean"] or 0.0)
             row["time_s"] = round(elapsed_before + time.monotonic() - started, 2)
