@@ -7,12 +7,14 @@ The public API::
     seg = unetkit.load("runs/exp1/best.pt")
     unetkit.predict("runs/exp1/best.pt", ["big_image.tif"], out="preds/")
     scores = unetkit.evaluate(model="runs/exp1/best.pt", data="data/")
+    unetkit.export("runs/exp1/best.pt", "model.onnx")
+    unetkit.serve("model.onnx", port=8000)
 """
 
 __version__ = "0.1.0"
 
-from unetkit.api import check, evaluate, load, predict, train  # noqa: E402
+from unetkit.api import check, evaluate, export, load, predict, serve, train  # noqa: E402
 from unetkit.errors import UnetkitError  # noqa: E402
 from unetkit.models.unet import ModelConfig, UNet  # noqa: E402
 
-__all__ = ["UNet", "ModelConfig", "UnetkitError", "train", "load", "predict", "evaluate", "check", "__version__"]
+__all__ = ["UNet", "ModelConfig", "UnetkitError", "train", "load", "predict", "evaluate", "check", "export", "serve", "__version__"]

@@ -41,6 +41,9 @@ class TrainConfig:
     val: str | None = opt(None, "validation data (folder or dataset.yaml); default: the yaml's val split, else --val-fraction")
     val_fraction: float = opt(0.2, "share of the training pairs held out for validation when --val is not given")
     mask_mode: str = opt("auto", "how masks encode classes", ("auto", "index", "binary", "color", "instances"))
+    target: str = opt("semantic", "what the network learns: semantic = the mask's classes; instances = background, interior and "
+                      "the boundary where objects touch, from instance masks, so predict --instances can separate them", ("semantic", "instances"))
+    boundary_width: int = opt(2, "--target instances: object pixels within this many pixels of another object are boundary")
     out: str = opt("runs/exp", "run folder for checkpoints, config.yaml, metrics.csv and curves.png")
     # model (see unetkit.models.unet.ModelConfig)
     model_size: str = opt("cpu", "preset for base_channels, depth and patch_size: cpu = 32, 4, 128 (learns ISBI 2012 in ~15 min on 2 "
@@ -88,7 +91,7 @@ class TrainConfig:
     device: str = opt("auto", "auto (cuda if available), cpu, cuda or cuda:N")
     precision: str = opt("auto", "arithmetic: fp32, or bf16/fp16 autocast with fp32 master weights; auto = bf16 where it measurably beats fp32 here", ("auto", "fp32", "bf16", "fp16"))
     threads: int | None = opt(None, "CPU threads for torch (default: torch's choice)")
-    channels_last: bool = opt(True, "NHWC memory layout on the CPU: faster convolutions, same result (docs/benchmarks.md)")
+    channels_last: bool = opt(True, "NHWC memory layout on the CPU: faster convolutions (docs/benchmarks.md); off under --deterministic")
     compile: bool = opt(False, "torch.compile the model: about a minute of compiling first, then faster steps (pays for runs of 10+ minutes)")
     progress: bool = opt(True, "show a progress bar")
     report: bool = opt(True, "at the end, evaluate best.pt on the validation set into an HTML report in RUN_DIR/report")
@@ -115,6 +118,8 @@ class TrainConfig:
             raise UnetkitError(f"foreground_fraction must be between 0 and 1, got {self.foreground_fraction}")
         if self.workers < 0:
             raise UnetkitError(f"workers must be >= 0 (0: sample in the training process), got {self.workers}")
+        if self.boundary_width < 1:
+            raise UnetkitError(f"boundary_width must be >= 1 pixel, got {self.boundary_width}")
         if self.weight_w0 < 0 or self.weight_sigma <= 0:
             raise UnetkitError(f"weight_w0 must be >= 0 and weight_sigma > 0, got {self.weight_w0} and {self.weight_sigma}")
         from unetkit.data.augment import AUGMENT_OPTIONS, resolve_augment

@@ -20,9 +20,10 @@ from unetkit.data.dataset import IGNORE, DataSpec, Pair, decode_mask, load_spec,
 from unetkit.data.io import atomic_write, read_image, read_mask_raw
 from unetkit.errors import UnetkitError
 from unetkit.inference.predictor import DEFAULT_TILE, Segmenter, as_segmenter, softmax
+from unetkit.instances import MIN_SIZE, SEED_THRESHOLD, model_target, probabilities_to_instances, segment_instances
 from unetkit.metrics import confusion_matrix, scores
 from unetkit.metrics.boundary import boundary_counts, boundary_f1, hd95
-from unetkit.metrics.instances import AP_THRESHOLDS, aggregated_jaccard, average_precision
+from unetkit.metrics.instances import AP_THRESHOLDS, aggregated_jaccard, average_precision, split_merge_counts
 from unetkit.metrics.isbi import THRESHOLDS, components, isbi_counts, isbi_errors
 
 #: Metric families ``--metrics`` can name.
@@ -40,6 +41,7 @@ class Sample:
     pred: np.ndarray  # (H, W) int64 class indices
     probability: np.ndarray | None = None  # (H, W) foreground probability (binary data, isbi)
     truth_instances: np.ndarray | None = None  # (H, W) object ids (instances)
+    pred_instances: np.ndarray | None = None  # (H, W) predicted object ids; None: 4-connected components of pred > 0
     image: np.ndarray | None = None  # (H, W, C) input (report)
 
 
@@ -77,10 +79,11 @@ def score_image(sample: Sample, num_classes: int, groups: tuple[str, ...], toler
         probability = sample.probability if sample.probability is not None else (pred == 1).astype(np.float32)
         stats["isbi"] = isbi_counts(truth == 1, probability, THRESHOLDS, valid)
     if "instances" in groups:
-        predicted = components((pred > 0) & valid)
+        predicted = components((pred > 0) & valid) if sample.pred_instances is None else np.where(valid, sample.pred_instances, 0)
         true = np.where(valid, sample.truth_instances, 0)
         stats["ap"] = average_precision(true, predicted)
         stats["aji"] = aggregated_jaccard(true, predicted)
+        stats["objects"] = split_merge_counts(true, predicted)
     return stats
 
 
@@ -128,9 +131,11 @@ def summarize(stats: list[dict], classes: list[str], groups: tuple[str, ...], to
             "ap": _mean(s["ap"]["ap"] for s in stats),
             "ap_per_threshold": {f"{t:.2f}": _mean(s["ap"]["per_threshold"][f"{t:.2f}"] for s in stats) for t in AP_THRESHOLDS},
             "aji": _mean(s["aji"] for s in stats),
+            **{k: sum(s["objects"][k] for s in stats) for k in ("true_objects", "pred_objects", "splits", "merges")},
         }
         for row, s in zip(per_image, stats):
             row["ap"], row["aji"] = s["ap"]["ap"], s["aji"]
+            row["splits"], row["merges"] = s["objects"]["splits"], s["objects"]["merges"]
     result["per_image"] = per_image
     result["confusion_matrix"] = total.tolist()
     result["classes"] = classes
@@ -146,22 +151,61 @@ def _truth_spec(truth: str | Path) -> DataSpec:
     return load_spec(path)
 
 
-def model_samples(seg: Segmenter, spec: DataSpec, pairs: list[Pair], groups: tuple[str, ...], images: bool, progress: bool) -> Iterator[Sample]:
-    """Predict each pair with ``seg`` and yield it as a :class:`Sample`."""
+def model_scoring(seg: Segmenter, spec: DataSpec, metrics, instances: bool, where: str) -> tuple[list[str], list, tuple[str, ...]]:
+    """(classes, colours, metric families) a model is scored in on ``spec``.
+
+    A model trained with ``target="instances"`` (background, interior, boundary) is scored in the data's
+    two classes, by its foreground, and its default families include instances.
+    """
+    target = model_target(seg.meta, where) if instances else seg.meta.get("target", "semantic")
+    if target == "instances":
+        if spec.num_classes != 2:
+            raise UnetkitError(f"{where}: {spec.num_classes} classes but the model separates objects of one foreground class; evaluate on its instance or binary masks")
+        classes, colors = list(spec.classes), list(spec.colors)
+    elif spec.num_classes != len(seg.classes):
+        raise UnetkitError(f"{where}: {spec.num_classes} classes but the model predicts {len(seg.classes)} ({', '.join(seg.classes)}); evaluate on data with the model's classes")
+    else:
+        classes, colors = list(seg.classes), list(seg.colors)
+    groups = resolve_metrics(metrics, classes)
+    if (instances or (metrics is None and target == "instances")) and "instances" not in groups:
+        groups = resolve_metrics([*groups, "instances"], classes)
+    return classes, colors, groups
+
+
+def model_samples(seg: Segmenter, spec: DataSpec, pairs: list[Pair], groups: tuple[str, ...], images: bool, progress: bool,
+                  post: dict | None = None) -> Iterator[Sample]:  # fmt: skip
+    """Predict each pair with ``seg`` and yield it as a :class:`Sample`.
+
+    A model trained with ``target="instances"`` is scored against the data's two classes by its foreground
+    (interior + boundary); its objects, and those of a binary model, come from
+    :func:`unetkit.instances.probabilities_to_instances` with the options ``post``.
+    """
+    target = seg.meta.get("target", "semantic")
     for index, pair in enumerate(tqdm(pairs, desc="evaluate", unit="img", disable=not progress or len(pairs) < 2)):
         image, mask = read_pair(pair, spec)
         seg.check_image(image, str(pair.image))
         probs = softmax(seg.logits(image))  # (K, H, W)
+        foreground = 1.0 - probs[0] if target == "instances" else probs[1]  # isbi: binary data only
+        pred = (foreground > 0.5).astype(np.int64) if target == "instances" else probs.argmax(0).astype(np.int64)
+        objects = None
+        if "instances" in groups and (target == "instances" or len(probs) == 2):
+            objects = probabilities_to_instances(probs, target, **(post or {}))[0]
         yield Sample(
-            pair.key, mask, probs.argmax(0).astype(np.int64),
-            probability=probs[1] if "isbi" in groups else None,
+            pair.key, mask, pred,
+            probability=foreground if "isbi" in groups else None,
             truth_instances=read_instances(pair, spec) if "instances" in groups else None,
+            pred_instances=objects,
             image=image if images and index < REPORT_IMAGES else None,
         )
 
 
-def file_samples(pred_dir: Path, spec: DataSpec, groups: tuple[str, ...], images: bool) -> Iterator[Sample]:
-    """Read saved predictions (``KEY.png``, and ``KEY_prob.tif`` when present) for every pair of ``spec``."""
+def file_samples(pred_dir: Path, spec: DataSpec, groups: tuple[str, ...], images: bool, post: dict | None = None) -> Iterator[Sample]:
+    """Read saved predictions (``KEY.png``, and ``KEY_prob.tif`` when present) for every pair of ``spec``.
+
+    For the instance metrics, ``KEY_instances.tif`` (from ``unetkit predict --instances``) is the prediction
+    when present: its objects, and for binary data its foreground; otherwise the objects are those of
+    :func:`unetkit.instances.segment_instances` on the foreground of ``KEY.png`` (options ``post``).
+    """
     if not pred_dir.is_dir():
         raise UnetkitError(f"{pred_dir}: predictions folder not found; write it with unetkit predict")
     predictions = {p.relative_to(pred_dir).with_suffix("").as_posix(): p for p in pred_dir.rglob("*.png") if not p.stem.endswith("_overlay")}
@@ -175,8 +219,20 @@ def file_samples(pred_dir: Path, spec: DataSpec, groups: tuple[str, ...], images
         p = read_mask_raw(file).astype(np.int64)
         if p.shape != mask.shape:
             raise UnetkitError(f"{file}: shape {p.shape} differs from its truth {pair.mask} {mask.shape}; predict at the image's size")
+        objects = None
+        objects_file = file.with_name(file.stem + "_instances.tif")
+        if "instances" in groups and objects_file.is_file():
+            objects = tifffile.imread(objects_file).astype(np.int64)
+            if objects.shape != mask.shape:
+                raise UnetkitError(f"{objects_file}: shape {objects.shape} differs from its truth {pair.mask} {mask.shape}; rewrite it with unetkit predict --instances")
+            if k == 2:  # e.g. background/interior/boundary in KEY.png: the objects' foreground is the prediction
+                p = (objects > 0).astype(np.int64)
         if p.max(initial=0) >= k:
-            raise UnetkitError(f"{file}: class index {int(p.max())} but the truth has {k} classes; compare predictions of a model trained on this data")
+            hint = "; for a --target instances model, write NAME_instances.tif with unetkit predict --instances" if k == 2 else ""
+            raise UnetkitError(f"{file}: class index {int(p.max())} but the truth has {k} classes; compare predictions of a model trained on this data{hint}")
+        if "instances" in groups and objects is None and k == 2:
+            options = {key: v for key, v in (post or {}).items() if key != "seed_threshold"}
+            objects = segment_instances((p > 0).astype(np.float32), **options)
         probability = None
         prob_file = file.with_name(file.stem + "_prob.tif")
         if "isbi" in groups and prob_file.is_file():
@@ -187,6 +243,7 @@ def file_samples(pred_dir: Path, spec: DataSpec, groups: tuple[str, ...], images
         yield Sample(
             pair.key, mask, p, probability=probability,
             truth_instances=read_instances(pair, spec) if "instances" in groups else None,
+            pred_instances=objects,
             image=read_image(pair.image) if images and index < REPORT_IMAGES else None,
         )
 
@@ -224,17 +281,30 @@ def evaluate(
     run: str | Path | None = None,
     metrics: str | list[str] | None = None,
     tolerance: float = 2.0,
+    instances: bool = False,
+    min_size: int = MIN_SIZE,
+    seed_threshold: float = SEED_THRESHOLD,
+    fill_holes: bool = True,
     tile: int = DEFAULT_TILE,
     batch_size: int = 4,
     device: str = "auto",
     precision: str = "auto",
+    backend: str = "torch",
+    int8: bool = False,
+    calibration: str | Path | None = None,
     progress: bool = True,
 ) -> dict:
     """Score a model on a labelled data set (``model`` + ``data``) or saved predictions (``pred`` + ``truth``).
 
     Args:
         metrics: Families to compute (``"pixel,boundary,isbi,instances"`` or a list). Default: pixel
-            and boundary, plus isbi for binary data. Pixel scores are always included.
+            and boundary, plus isbi for binary data, plus instances for a model trained with
+            ``target="instances"``. Pixel scores are always included.
+        instances: Add the instance family: predicted objects as ``unetkit predict --instances`` makes
+            them (watershed for ``target="instances"`` models, foreground components for binary ones;
+            ``min_size``, ``seed_threshold`` and ``fill_holes`` as there), or read from
+            ``NAME_instances.tif`` beside saved predictions. A model trained with
+            ``target="instances"`` is scored against the data's two classes by its foreground.
         tolerance: Boundary F1 tolerance in pixels (default 2).
         json_path: Write the whole result here as JSON.
         report: Write an HTML report into this folder (``index.html`` and its PNGs).
@@ -246,26 +316,28 @@ def evaluate(
         ``dice``, ``iou``, ``precision``, ``recall`` and ``pixel_accuracy`` (with ``overall``), see
         :func:`unetkit.metrics.scores`; then ``boundary`` (``f1`` and ``hd95`` per class), ``isbi``
         (``pixel_error``, ``rand_error``, ``warping_error`` and their ``thresholds``) and
-        ``instances`` (``ap``, ``ap_per_threshold``, ``aji``) as chosen; ``per_image`` scores, the
+        ``instances`` (``ap``, ``ap_per_threshold``, ``aji``, and summed over images ``true_objects``,
+        ``pred_objects``, ``splits`` and ``merges``, see :func:`unetkit.metrics.instances.split_merge_counts`)
+        as chosen; ``per_image`` scores, the
         ``confusion_matrix`` (rows truth, columns prediction), ``classes`` and ``metrics``.
 
     Example:
         >>> unetkit.evaluate(model="runs/exp1/best.pt", data="data/", split="val", metrics="pixel,isbi")["isbi"]
     """
+    post = {"min_size": min_size, "seed_threshold": seed_threshold, "fill_holes": fill_holes}
     if model is not None and data is not None and pred is None and truth is None:
-        seg = as_segmenter(model, device, tile=tile, batch_size=batch_size, precision=precision)
+        seg = as_segmenter(model, device, tile=tile, batch_size=batch_size, precision=precision, backend=backend, int8=int8, calibration=calibration)
         spec = load_spec(data, split=split)
-        if spec.num_classes != len(seg.classes):
-            raise UnetkitError(f"{data}: {spec.num_classes} classes but the model predicts {len(seg.classes)} ({', '.join(seg.classes)}); evaluate on data with the model's classes")
+        classes, colors, groups = model_scoring(seg, spec, metrics, instances, str(data))
         if run is None and isinstance(model, (str, Path)):
             run = Path(model).parent
-        groups = resolve_metrics(metrics, seg.classes)
-        samples = model_samples(seg, spec, spec.pairs, groups, report is not None, progress)
-        classes, colors = seg.classes, seg.colors
+        samples = model_samples(seg, spec, spec.pairs, groups, report is not None, progress, post)
     elif pred is not None and truth is not None and model is None and data is None:
         spec = _truth_spec(truth)
         groups = resolve_metrics(metrics, spec.classes)
-        samples = file_samples(Path(pred), spec, groups, report is not None)
+        if instances and "instances" not in groups:
+            groups = resolve_metrics([*groups, "instances"], spec.classes)
+        samples = file_samples(Path(pred), spec, groups, report is not None, post)
         classes, colors = spec.classes, spec.colors
     else:
         raise UnetkitError("evaluate needs either --model with --data, or --pred with --truth")
@@ -278,7 +350,7 @@ def validation_report(run_dir: str | Path, spec: DataSpec, pairs: list[Pair], de
     """Evaluate ``run_dir/best.pt`` on the validation ``pairs`` into ``run_dir/report`` (as training does at its end)."""
     run_dir = Path(run_dir)
     seg = Segmenter.from_checkpoint(run_dir / "best.pt", device=device, tile=tile, batch_size=batch_size, precision=precision)
-    groups = resolve_metrics(None, seg.classes)
+    classes, colors, groups = model_scoring(seg, spec, None, False, str(run_dir))
     samples = model_samples(seg, spec, pairs, groups, True, progress)
-    run_evaluation(samples, seg.classes, seg.colors, groups, report=run_dir / "report", curves=run_dir / "curves.png")
+    run_evaluation(samples, classes, colors, groups, report=run_dir / "report", curves=run_dir / "curves.png")
     return run_dir / "report" / "index.html"

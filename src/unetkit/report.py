@@ -126,7 +126,7 @@ def format_table(result: dict) -> str:
         r = result["instances"]
         lines.append(
             f"instances: AP {_fmt(r['ap'])} (IoU 0.50: {_fmt(r['ap_per_threshold']['0.50'])}, 0.75: {_fmt(r['ap_per_threshold']['0.75'])}), "
-            f"AJI {_fmt(r['aji'])}"
+            f"AJI {_fmt(r['aji'])}; {r['pred_objects']} predicted / {r['true_objects']} true objects, {r['splits']} split, {r['merges']} merges"
         )
     lines.append(f"{len(result['per_image'])} image(s)")
     return "\n".join(lines)
@@ -245,7 +245,10 @@ def _scores_html(result: dict) -> str:
         out += (
             f"<h2>Objects</h2><table><thead><tr><th>AP (0.50-0.95)</th>{cells}<th>AJI</th></tr></thead>"
             f"<tbody><tr><td>{_fmt(r['ap'])}</td>{values}<td>{_fmt(r['aji'])}</td></tr></tbody></table>"
-            "<p class='note'>Predicted objects are the 4-connected components of the predicted foreground. AP at IoU t: "
+            f"<p class='note'>{r['pred_objects']} predicted and {r['true_objects']} true objects; {r['splits']} true objects split "
+            f"into 2+ predicted ones, {r['merges']} predicted objects merging 2+ true ones (by majority overlap). Predicted objects are "
+            "those of unetkit predict --instances: the seeded watershed of a --target instances model, else the 4-connected components "
+            "of the predicted foreground, with holes filled and small objects removed. AP at IoU t: "
             "TP / (TP + FP + FN), averaged over t (Data Science Bowl 2018); AJI: aggregated Jaccard index (Kumar et al. 2017). "
             "Both are means over images.</p>"
         )

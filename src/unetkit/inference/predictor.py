@@ -75,8 +75,12 @@ def tiled_logits(
     precision: str = "fp32",
     progress: bool = False,
     channels_last: bool = False,
+    transform=None,
 ) -> np.ndarray:
     """Overlap-tile inference of a whole (C, H, W) float32 image; returns (K, H, W) float32 logits.
+
+    ``transform``, if given, maps each stacked batch of tiles to the network's float32 input: then
+    ``image`` may stay in its native dtype and is normalised a batch at a time, never as a whole.
 
     ``model`` is a :class:`UNet` (run as ``TorchForward(model, device, precision, channels_last)``) or any
     tile function with a ``config`` (ModelConfig), such as the ONNX Runtime backend.
@@ -101,7 +105,8 @@ def tiled_logits(
     batches = [origins[i : i + batch_size] for i in range(0, len(origins), batch_size)]
 
     def cut(batch):  # (B, C, th, tw)
-        return np.stack([padded[:, r : r + rows.tile_in, c : c + cols.tile_in] for r, c in batch])
+        x = np.stack([padded[:, r : r + rows.tile_in, c : c + cols.tile_in] for r, c in batch])
+        return x if transform is None else transform(x)
 
     bar = tqdm(total=len(origins), desc="tiles", unit="tile", disable=not progress, leave=False)
     for batch, x in _prefetched(batches, cut):
@@ -185,8 +190,11 @@ class Segmenter:
         """(H, W, C) image in its native dtype -> (K, H, W) float32 logits."""
         self.check_image(image)
         norm = self.meta["normalization"]
-        x = normalize(image, norm["mean"], norm["std"])
-        return tiled_logits(self.forward, x, self.tile, self.batch_size, progress=self.progress)
+        m = np.asarray(norm["mean"], np.float32)[None, :, None, None]
+        s = np.asarray(norm["std"], np.float32)[None, :, None, None]
+        # Normalised a batch of tiles at a time (as normalize() does), so no float copy of the whole image exists.
+        return tiled_logits(self.forward, image.transpose(2, 0, 1), self.tile, self.batch_size, progress=self.progress,
+                            transform=lambda x: (x.astype(np.float32) - m) / s)
 
     def predict_proba(self, image: np.ndarray) -> np.ndarray:
         """(H, W, C) image -> (K, H, W) float32 class probabilities."""
@@ -198,6 +206,20 @@ class Segmenter:
         return self.logits(image).argmax(axis=0).astype(dtype)
 
 
-def as_segmenter(model: "str | Path | Segmenter", device: str = "auto", **kwargs) -> Segmenter:
-    """``model`` itself if it is already a :class:`Segmenter`, else the checkpoint at that path loaded as one."""
-    return model if isinstance(model, Segmenter) else Segmenter.from_checkpoint(model, device=device, **kwargs)
+def as_segmenter(model: "str | Path | Segmenter", device: str = "auto", backend: str = "torch", int8: bool = False,
+                 calibration: "str | Path | None" = None, **kwargs) -> Segmenter:
+    """``model`` itself if it is already a :class:`Segmenter`, else the file at that path loaded as one:
+    an exported ``.onnx`` model with ONNX Runtime, anything else as a checkpoint. A checkpoint with
+    ``backend="onnxruntime"`` or ``int8`` runs through ONNX Runtime (see :mod:`unetkit.inference.quantize`)."""
+    if isinstance(model, Segmenter):
+        return model
+    if backend != "torch" or int8:
+        from unetkit.inference.quantize import load_with_backend
+
+        backend = "onnxruntime" if backend == "torch" else backend  # int8 runs on ONNX Runtime
+        return load_with_backend(model, backend=backend, int8=int8, calibration=calibration, device=device, **kwargs)
+    if Path(model).suffix.lower() == ".onnx":
+        from unetkit.inference.onnx_backend import load_onnx
+
+        return load_onnx(model, device=device, **kwargs)
+    return Segmenter.from_checkpoint(model, device=device, **kwargs)

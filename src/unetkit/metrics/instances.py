@@ -114,3 +114,28 @@ def aggregated_jaccard(truth: np.ndarray, pred: np.ndarray) -> float | None:
         used[j] = True
     denominator += int(area_p[~used].sum())
     return numerator / denominator if denominator else None
+
+
+def split_merge_counts(truth: np.ndarray, pred: np.ndarray) -> dict:
+    """Objects, splits and merges of one image, by majority overlap.
+
+    An object *belongs* to an object of the other image when more than half of its pixels lie in it
+    (so it belongs to at most one). A true object is **split** when two or more predicted objects belong
+    to it; a predicted object is a **merge** when two or more true objects belong to it.
+
+    Returns:
+        ``{"true_objects", "pred_objects", "splits", "merges"}`` counts.
+
+    Example:
+        >>> split_merge_counts(np.array([[1, 1, 1, 1, 0, 2, 3]]), np.array([[1, 1, 2, 2, 0, 3, 3]]))
+        {'true_objects': 3, 'pred_objects': 3, 'splits': 1, 'merges': 1}
+    """
+    inter, area_t, area_p = overlaps(truth, pred)
+    pred_in_true = 2 * inter > area_p[None, :]  # (N, M): predicted object j belongs to true object i
+    true_in_pred = 2 * inter > area_t[:, None]  # (N, M): true object i belongs to predicted object j
+    return {
+        "true_objects": len(area_t),
+        "pred_objects": len(area_p),
+        "splits": int((pred_in_true.sum(1) >= 2).sum()),
+        "merges": int((true_in_pred.sum(0) >= 2).sum()),
+    }
