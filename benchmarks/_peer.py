@@ -22,7 +22,11 @@ import torch
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    """This process's peak resident memory (VmHWM; ru_maxrss would include the parent's at fork)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: KiB on most systems
 
 
 def best_ms(fn, repeats: int) -> float:
@@ -87,7 +91,7 @@ def model_bench(name: str, size: int, repeats: int) -> dict:
             "train_step_ms_batch2": train, "peak_rss_mb": peak_rss_mb(), "torch": torch.__version__}
 
 
-def infer(engine: str, model: str, image_path: str, out: str, tile: int) -> dict:
+def infer(engine: str, model: str, image_path: str, out: str, tile: int, backend: str = "torch", int8: bool = False) -> dict:
     """Segment one image: with unetkit's default predict path, or the same module through MONAI's sliding window."""
     t0 = time.perf_counter()
     if engine == "unetkit":
@@ -97,9 +101,9 @@ def infer(engine: str, model: str, image_path: str, out: str, tile: int) -> dict
         from unetkit.runtime import resolve_precision
 
         folder = Path(out).with_suffix("")  # exactly `unetkit predict --model M IMAGE --out FOLDER --tile T`, defaults otherwise
-        unetkit.predict(model, image_path, folder, tile=tile, progress=False)
+        unetkit.predict(model, image_path, folder, tile=tile, progress=False, backend=backend, int8=int8)
         mask = read_mask_raw(folder / (Path(image_path).stem + ".png"))
-        extra = {"precision": resolve_precision("auto", torch.device("cpu"))}
+        extra = {"precision": "int8" if int8 else "fp32" if backend == "onnxruntime" else resolve_precision("auto", torch.device("cpu"))}
     else:
         from monai.inferers import sliding_window_inference
 
@@ -137,11 +141,13 @@ def main() -> None:
     i.add_argument("--image", required=True)
     i.add_argument("--out", required=True)
     i.add_argument("--tile", type=int, default=512)
+    i.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
+    i.add_argument("--int8", action="store_true")
     args = ap.parse_args()
     if args.what == "model":
         result = model_bench(args.name, args.size, args.repeats)
     else:
-        result = infer(args.engine, args.model, args.image, args.out, args.tile)
+        result = infer(args.engine, args.model, args.image, args.out, args.tile, args.backend, args.int8)
     print(json.dumps(result))
 
 
