@@ -49,17 +49,22 @@ def _add_train(sub) -> None:
 
 
 def _add_inference_options(p) -> None:
+    _add_compute_options(p)
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+
+
+def _add_compute_options(p) -> None:
     p.add_argument("--tile", type=int, default=512, help="input tile size in pixels (default: 512)")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default: 4)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                   help="arithmetic; auto = bf16 where it measurably beats fp32 on this hardware, else fp32 (default: auto)")
+                   help="arithmetic of a checkpoint; auto = bf16 where it measurably beats fp32 on this hardware, else fp32; "
+                   ".onnx models compute in fp32 (default: auto)")
     p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
                    help="run a checkpoint with PyTorch, or export it (cached) and run it with ONNX Runtime (default: torch)")
     p.add_argument("--int8", action="store_true", help="ONNX Runtime with static int8 quantisation, calibrated on training images; "
                    "refused when it loses more than 0.005 mean Dice against fp32 on them")
     p.add_argument("--calibration", metavar="DATA", help="--int8 calibration images with masks (default: the checkpoint's training data)")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
 
 
 def _add_instance_options(p, what: str) -> None:
@@ -160,11 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=Limits.workers, help=f"images segmented at the same time (default: {Limits.workers})")
     p.add_argument("--max-queue", type=int, default=Limits.max_queue,
                    help=f"requests that may wait for a worker; more get 503 (default: {Limits.max_queue})")
-    p.add_argument("--tile", type=int, default=512, help="input tile size in pixels (default: 512)")
-    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default: 4)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                   help="arithmetic of a checkpoint; .onnx models compute in fp32 (default: auto)")
+    _add_compute_options(p)
     return parser
 
 
