@@ -77,13 +77,13 @@ def _tiles(seg, images: list[np.ndarray], count: int, seed: int = 0) -> list[np.
     rng = np.random.default_rng(seed)
     norm, cfg = seg.meta["normalization"], seg.config
     tiles = []
-    for i in range(count):
-        image = images[i % len(images)]
+    for i, image in enumerate(images):
         x = normalize(image, norm["mean"], norm["std"])
         rows, cols = plan_axis(x.shape[1], seg.tile, cfg.depth, cfg.padding), plan_axis(x.shape[2], seg.tile, cfg.depth, cfg.padding)
         padded = mirror_pad(x, (rows.pad_before, rows.pad_after), (cols.pad_before, cols.pad_after))
-        r, c = rng.choice(rows.starts), rng.choice(cols.starts)
-        tiles.append(np.ascontiguousarray(padded[None, :, r : r + rows.tile_in, c : c + cols.tile_in]))
+        for _ in range(count // len(images) + (i < count % len(images))):  # images take turns, as evenly as possible
+            r, c = rng.choice(rows.starts), rng.choice(cols.starts)
+            tiles.append(np.ascontiguousarray(padded[None, :, r : r + rows.tile_in, c : c + cols.tile_in]))
     return tiles
 
 
