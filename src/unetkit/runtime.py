@@ -68,13 +68,10 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def autocast(device: torch.device, precision: str):
-    """Autocast context for ``precision`` on ``device`` (a no-op for fp32)."""
-    if precision not in PRECISIONS:
-        raise UnetkitError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}")
+    """Autocast context for ``precision`` (checked and resolved by :func:`resolve_precision`) on ``device``; a no-op for fp32."""
+    precision = resolve_precision(precision, device)
     if precision == "fp32":
         return contextlib.nullcontext()
-    if precision == "fp16" and device.type == "cpu":
-        raise UnetkitError("precision=fp16 is for CUDA; on the CPU use bf16 or fp32")
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
 

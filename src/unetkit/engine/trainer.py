@@ -130,7 +130,7 @@ def validate(model: UNet, images, masks, norm: dict, cfg: TrainConfig, device, c
     cm = np.zeros((len(classes), len(classes)), np.int64)
     for image, mask in zip(images, masks):
         x = normalize(image, norm["mean"], norm["std"])
-        pred = tiled_logits(model, x, cfg.tile, cfg.batch_size, device, resolve_precision(cfg.precision, device)).argmax(0)
+        pred = tiled_logits(model, x, cfg.tile, cfg.batch_size, device, cfg.precision).argmax(0)  # autocast resolves auto
         cm += confusion_matrix(pred, mask, len(classes), IGNORE)
     model.train()
     return scores(cm, classes)

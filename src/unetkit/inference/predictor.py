@@ -17,14 +17,19 @@ from unetkit.runtime import autocast, resolve_device, resolve_precision
 DEFAULT_TILE = 512
 
 
+def standardize(x: np.ndarray, mean, std, axis: int) -> np.ndarray:
+    """``(x - mean) / std`` in float32 along the channel ``axis``: the one normalisation of every
+    prediction path (whole image, tile batches, streamed windows), so that they agree bit for bit."""
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    return (x.astype(np.float32) - np.asarray(mean, np.float32).reshape(shape)) / np.asarray(std, np.float32).reshape(shape)
+
+
 def normalize(image: np.ndarray, mean: list[float], std: list[float]) -> np.ndarray:
     """(H, W, C) image of any dtype -> (C, H, W) float32, standardised per channel with the training stats."""
     if image.ndim != 3 or image.shape[2] != len(mean):
         raise ValueError(f"image has shape {image.shape}; the model expects (H, W, {len(mean)})")
-    x = image.astype(np.float32).transpose(2, 0, 1)  # (C, H, W)
-    m = np.asarray(mean, np.float32)[:, None, None]
-    s = np.asarray(std, np.float32)[:, None, None]
-    return (x - m) / s
+    return standardize(image.transpose(2, 0, 1), mean, std, axis=0)
 
 
 class TorchForward:
@@ -190,11 +195,9 @@ class Segmenter:
         """(H, W, C) image in its native dtype -> (K, H, W) float32 logits."""
         self.check_image(image)
         norm = self.meta["normalization"]
-        m = np.asarray(norm["mean"], np.float32)[None, :, None, None]
-        s = np.asarray(norm["std"], np.float32)[None, :, None, None]
-        # Normalised a batch of tiles at a time (as normalize() does), so no float copy of the whole image exists.
+        # Normalised a batch of tiles at a time, so no float copy of the whole image exists.
         return tiled_logits(self.forward, image.transpose(2, 0, 1), self.tile, self.batch_size, progress=self.progress,
-                            transform=lambda x: (x.astype(np.float32) - m) / s)
+                            transform=lambda x: standardize(x, norm["mean"], norm["std"], axis=1))
 
     def predict_proba(self, image: np.ndarray) -> np.ndarray:
         """(H, W, C) image -> (K, H, W) float32 class probabilities."""

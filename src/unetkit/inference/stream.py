@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from unetkit.data.geo import GeoReader, is_georeferenced
 from unetkit.data.io import probe_image, read_image
 from unetkit.errors import UnetkitError
-from unetkit.inference.predictor import Segmenter, _prefetched, softmax
+from unetkit.inference.predictor import Segmenter, _prefetched, softmax, standardize
 from unetkit.inference.tiling import AxisPlan, blend_window, plan_axis
 from unetkit.inference.writers import FILE_TILE, Output, partial_path, pyramid_factors, zarr_module  # noqa: F401 - re-exported
 from unetkit.models.unet import ModelConfig
@@ -235,7 +235,7 @@ def load_batch(source, grid: TileGrid, batch: list[tuple[int, int]], mean: np.nd
         row_idx = reflect(np.arange(rows.starts[i], rows.starts[i] + rows.tile_in) - rows.pad_before, grid.height)
         col_idx = reflect(np.arange(c0, cols.starts[js[-1]] + cols.tile_in) - cols.pad_before, grid.width)
         pixels, valid = _read_reflected(source, row_idx, col_idx)  # (th, span, C), (th, span)
-        x = ((pixels.astype(np.float32) - mean) / std).transpose(2, 0, 1)  # (C, th, span), as normalize() computes it
+        x = standardize(pixels, mean, std, axis=-1).transpose(2, 0, 1)  # (C, th, span)
         if valid is not None:
             x = np.where(valid[None], x, np.float32(0))
         for j in js:
