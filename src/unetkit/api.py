@@ -13,7 +13,7 @@ from unetkit.engine.trainer import TrainResult
 from unetkit.errors import UnetkitError
 from unetkit.evaluation import evaluate  # noqa: F401 - public as unetkit.evaluate
 from unetkit.exporting import export_model
-from unetkit.inference.predictor import DEFAULT_TILE, Segmenter, as_segmenter, softmax
+from unetkit.inference.predictor import DEFAULT_TILE, Segmenter, as_segmenter, mask_dtype, softmax
 from unetkit.inference.stream import is_zarr, predict_stream, stream_targets
 from unetkit.instances import MIN_SIZE, SEED_THRESHOLD, model_target, write_instances
 from unetkit.server import Limits
@@ -146,7 +146,7 @@ def predict(
         image = read_image(path)
         seg.check_image(image, str(path))
         probs = softmax(seg.logits(image))  # (K, H, W)
-        mask = probs.argmax(0).astype(np.uint8 if probs.shape[0] <= 256 else np.uint16)
+        mask = probs.argmax(0).astype(mask_dtype(probs.shape[0]))
         target = out / f"{key}.png"
         write_png(target, mask)
         written.append(target)

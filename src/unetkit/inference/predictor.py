@@ -129,6 +129,11 @@ def tiled_logits(
     return out[:, rows.out_offset : rows.out_offset + h, cols.out_offset : cols.out_offset + w]
 
 
+def mask_dtype(num_classes: int) -> type:
+    """The dtype of class-index masks: uint8 up to 256 classes, else uint16."""
+    return np.uint8 if num_classes <= 256 else np.uint16
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Softmax over axis 0 of (K, H, W) logits."""
     e = np.exp(logits - logits.max(axis=0, keepdims=True))
@@ -205,8 +210,7 @@ class Segmenter:
 
     def predict_mask(self, image: np.ndarray) -> np.ndarray:
         """(H, W, C) image -> (H, W) class indices (uint8, or uint16 beyond 255 classes)."""
-        dtype = np.uint8 if len(self.classes) <= 256 else np.uint16
-        return self.logits(image).argmax(axis=0).astype(dtype)
+        return self.logits(image).argmax(axis=0).astype(mask_dtype(len(self.classes)))
 
 
 def as_segmenter(model: "str | Path | Segmenter", device: str = "auto", backend: str = "torch", int8: bool = False,

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from unetkit.data.geo import GeoReader, is_georeferenced
 from unetkit.data.io import probe_image, read_image
 from unetkit.errors import UnetkitError
-from unetkit.inference.predictor import Segmenter, _prefetched, softmax, standardize
+from unetkit.inference.predictor import Segmenter, _prefetched, mask_dtype, softmax, standardize
 from unetkit.inference.tiling import AxisPlan, blend_window, plan_axis
 from unetkit.inference.writers import FILE_TILE, Output, partial_path, pyramid_factors, zarr_module  # noqa: F401 - re-exported
 from unetkit.models.unet import ModelConfig
@@ -250,7 +250,7 @@ def finish_batch(forward, grid: TileGrid, batch: list[tuple[int, int]], x: np.nd
     """Run the forward pass on a loaded batch (skipping tiles that are all nodata) and cut each tile's share."""
     keep = [k for k in range(len(batch)) if valid is None or valid[k].any()]
     logits = forward(x if len(keep) == len(batch) else x[keep]) if keep else None  # (B', K, t', t')
-    out, dtype, k_of = [], np.uint8 if grid.config.num_classes <= 256 else np.uint16, {k: n for n, k in enumerate(keep)}
+    out, dtype, k_of = [], mask_dtype(grid.config.num_classes), {k: n for n, k in enumerate(keep)}
     for k, (i, j) in enumerate(batch):
         y = None if k not in k_of else logits[k_of[k]]
         if grid.config.padding == "same":
@@ -293,7 +293,7 @@ class Assembler:
 
     def __init__(self, grid: TileGrid, nodata_class: int, probabilities: bool) -> None:
         self.grid, self.nodata_class, self.probabilities = grid, nodata_class, probabilities
-        self.dtype = np.uint8 if grid.config.num_classes <= 256 else np.uint16
+        self.dtype = mask_dtype(grid.config.num_classes)
         self._open: dict = {}  # valid mode: the open tile row's classes and probabilities
         self._base = 0  # same mode: first stitched row held in the accumulators
         self._acc = self._weight = self._valid = None
@@ -439,7 +439,7 @@ def predict_stream(
             raise UnetkitError(f"--nodata-class {nodata_class}: must not be one of the model's {k} classes; pass a value from {k} to 255")
         grid = TileGrid.plan(src.height, src.width, seg.tile, seg.batch_size, seg.config)
         geo = src if isinstance(src, GeoReader) else None
-        dtype = np.uint8 if k <= 256 else np.uint16
+        dtype = mask_dtype(k)
         if dask or dask_workers:
             from unetkit.inference.dask_predict import dask_results
 

@@ -21,7 +21,7 @@ from PIL import Image
 
 from unetkit.data.io import probe_image, read_image
 from unetkit.errors import UnetkitError
-from unetkit.inference.predictor import Segmenter, softmax
+from unetkit.inference.predictor import Segmenter, mask_dtype, softmax
 
 #: Declared content types an upload may have; the bytes decide the actual format.
 ACCEPTED_TYPES = frozenset({"image/png", "image/jpeg", "image/tiff", "image/bmp", "image/x-ms-bmp", "application/octet-stream", ""})
@@ -177,7 +177,7 @@ def segment(seg: Segmenter, data: bytes, filename: str, content_type: str, limit
     except UnetkitError as e:
         raise RequestError(422, str(e)) from None
     probs = softmax(seg.logits(image))  # (K, H, W)
-    mask = probs.argmax(0).astype(np.uint8 if probs.shape[0] <= 256 else np.uint16)  # (H, W)
+    mask = probs.argmax(0).astype(mask_dtype(probs.shape[0]))  # (H, W)
     if fmt == "png":
         return "image/png", png_bytes(mask)
     if fmt == "overlay":
