@@ -19,7 +19,7 @@ from unetkit.instances import MIN_SIZE, SEED_THRESHOLD, model_target, write_inst
 from unetkit.server import Limits
 
 
-def train(config: str | Path | None = None, resume: str | Path | None = None, force: bool = False, **options) -> TrainResult:
+def train(config: str | Path | None = None, resume: str | Path | None = None, force: bool = False, callbacks=(), **options) -> TrainResult:
     """Train a U-Net; options are those of ``unetkit.config.TrainConfig`` (``unetkit train --help``).
 
     Args:
@@ -27,6 +27,7 @@ def train(config: str | Path | None = None, resume: str | Path | None = None, fo
         resume: A run folder to continue from its ``last.pt`` (full state: weights, optimizer, RNG,
             position in the epoch); ``options`` may change the budget or learning rate.
         force: Resume even a run that stopped on a non-finite loss with the same learning rate.
+        callbacks: Objects with hooks of :class:`unetkit.engine.callbacks.Callback` (trackers, search pruning).
 
     Example:
         >>> unetkit.train(data="data/", out="runs/exp1", time=10, base_channels=32)
@@ -38,8 +39,8 @@ def train(config: str | Path | None = None, resume: str | Path | None = None, fo
         if config is not None:
             raise UnetkitError("--resume takes the run's own config.yaml; drop --config (flags may still override options)")
         cfg, state = resume_config(resume, force=force, **options)
-        return run(cfg, resume=state)
-    return run(make_config(config, **options))
+        return run(cfg, resume=state, callbacks=callbacks)
+    return run(make_config(config, **options), callbacks=callbacks)
 
 
 def load(model: str | Path, device: str = "auto", tile: int = DEFAULT_TILE, batch_size: int = 4, precision: str = "auto",

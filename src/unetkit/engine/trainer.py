@@ -23,6 +23,7 @@ from unetkit.data.io import atomic_write
 from unetkit.data.augment import AUGMENT_OPTIONS, resolve_augment
 from unetkit.data.sampler import PatchSampler, batch_iterator
 from unetkit.data.weights import dataset_weight_maps
+from unetkit.engine.callbacks import TrainView, call
 from unetkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from unetkit.errors import UnetkitError
 from unetkit.inference.predictor import normalize, tiled_logits
@@ -233,12 +234,13 @@ def resume_config(run_dir: str | Path, force: bool = False, **overrides) -> tupl
     return cfg, ckpt
 
 
-def train(cfg: TrainConfig, resume: dict | None = None) -> TrainResult:
+def train(cfg: TrainConfig, resume: dict | None = None, callbacks=()) -> TrainResult:
     """Train a U-Net as configured; see ``unetkit.train`` for the public entry point.
 
     Args:
         cfg: The resolved configuration.
         resume: A checkpoint from :func:`resume_config` to continue from, or None for a new run.
+        callbacks: Objects with hooks of :class:`unetkit.engine.callbacks.Callback`.
     """
     started = time.monotonic()
     set_threads(cfg.threads)
@@ -350,6 +352,8 @@ def train(cfg: TrainConfig, resume: dict | None = None) -> TrainResult:
     total_steps = max_epochs * steps_per_epoch if max_epochs else None
     bar = tqdm(total=total_steps, initial=progress["step"], desc="train", unit="step", disable=not cfg.progress, dynamic_ncols=True)
     write_status(run_dir, status="running")
+    view = TrainView(cfg, run_dir, model, meta, val_images, val_masks, device, precision)
+    call(callbacks, "on_train_begin", view)
     last_save = time.monotonic()
     step_seconds = 0.0
     stopped_by = None
@@ -438,6 +442,7 @@ def train(cfg: TrainConfig, resume: dict | None = None) -> TrainResult:
             save_last()
             last_save = time.monotonic()
             bar.set_postfix(epoch=epoch, loss=f"{row['train_loss']:.4f}", val_dice=f"{progress['best']:.4f}" if progress["best"] >= 0 else "-")
+            call(callbacks, "on_epoch_end", row, view)
         if stopped_by == "interrupt":
             save_last()
     bar.close()
@@ -453,7 +458,9 @@ def train(cfg: TrainConfig, resume: dict | None = None) -> TrainResult:
 
         validation_report(run_dir, spec, val_pairs, cfg.device, cfg.tile, cfg.batch_size, precision, cfg.progress)
     best = progress["best"]
-    return TrainResult(run_dir, best if best >= 0 else None, progress["epoch"], progress["step"], seconds, history)
+    result = TrainResult(run_dir, best if best >= 0 else None, progress["epoch"], progress["step"], seconds, history)
+    call(callbacks, "on_train_end", result, view)
+    return result
 
 
 class TrainingInterrupted(UnetkitError):
