@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 
 from unetkit.api import check, evaluate, export, load, predict, serve, train  # noqa: E402
 from unetkit.errors import UnetkitError  # noqa: E402
+from unetkit.recipes import recipe  # noqa: E402
 from unetkit.models.unet import ModelConfig, UNet  # noqa: E402
 
-__all__ = ["UNet", "ModelConfig", "UnetkitError", "train", "load", "predict", "evaluate", "check", "export", "serve", "__version__"]
+__all__ = ["UNet", "ModelConfig", "UnetkitError", "train", "load", "predict", "evaluate", "check", "export", "serve", "recipe", "__version__"]

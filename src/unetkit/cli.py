@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from dataclasses import fields
 
@@ -132,6 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
 
+    p = sub.add_parser("recipe", help="train, score and draw one of examples/ (ISBI 2012, DSB 2018, Dubai aerial, CamVid) in one command",
+                       description="Train a recipe folder's config.yaml on its dataset.yaml, score the validation split per class, "
+                       "and write results.json, an HTML report and a figure of validation images into --out.")
+    p.add_argument("recipe", metavar="RECIPE", help="recipe folder holding dataset.yaml and config.yaml, e.g. examples/isbi2012")
+    p.add_argument("--data", help="the data set folder (with the same images/ and masks/ folders) when it is not in ../shared/data/")
+    p.add_argument("--out", help="output folder (default: runs/RECIPE_NAME)")
+    p.add_argument("--time", type=float, help="training minutes instead of the recipe's")
+    p.add_argument("--figure", dest="figure_path", metavar="PNG", help="also write the figure here (e.g. docs/gallery/NAME.png)")
+    p.add_argument("--figure-images", type=int, default=3, help="validation images in the figure (default: 3)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+
     p = sub.add_parser("check", help="diagnose a data set: pairs, sizes, bit depths, mask encoding, class balance",
                        description="Check a data set and list every problem with its fix. Exits 0 when usable, 1 when it has errors.")
     p.add_argument("data", metavar="DATA", help="data set folder (images/ and masks/) or dataset.yaml")
@@ -198,6 +210,12 @@ def main(argv: list[str] | None = None) -> int:
             summary = run_demo(**args)
             print(json.dumps({k: str(v) if not isinstance(v, (int, float)) else round(v, 4) for k, v in summary.items()}, indent=2))
             print(f"report: {summary['report']}")
+        elif command == "recipe":
+            from unetkit.recipes import format_results
+
+            results = unetkit.recipe(command="unetkit recipe " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])[1:]), **args)
+            print(format_results(results))
+            print(f"trained {results['train_minutes']:.1f} min ({results['epochs']} epochs); results, report and figure in {args['out'] or 'runs/' + results['recipe']}")
         elif command == "check":
             from unetkit.data.doctor import format_report
 

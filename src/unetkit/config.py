@@ -69,6 +69,8 @@ class TrainConfig:
     class_weights: list[float] | None = opt(None, "cross-entropy weight per class, e.g. [1, 3]")
     augment: str = opt("light", "augmentation preset: none; light (flips, 90-degree rotations); paper (light + elastic deformation + gray values); strong (paper + rotation, scale, gamma, noise, blur)", ("none", "light", "paper", "strong"))
     flip_rotate: bool | None = opt(None, "random flips and 90-degree rotations (default: the preset's)")
+    hflip: bool | None = opt(None, "random left-right flips only, for images with an up direction such as street scenes; "
+                             "use with --flip-rotate false (default: off)")
     rotate_degrees: float | None = opt(None, "random rotation by any angle within +-this many degrees (default: the preset's; 0 = off)")
     scale_range: list[float] | None = opt(None, "random zoom factor range low,high, e.g. 0.8,1.25 (default: the preset's; 1,1 = off)")
     elastic_sigma: float | None = opt(None, "elastic deformation: std in pixels of random displacements on a coarse grid, interpolated bicubically (paper: 10; default: the preset's; 0 = off)")
@@ -95,13 +97,21 @@ class TrainConfig:
     compile: bool = opt(False, "torch.compile the model: about a minute of compiling first, then faster steps (pays for runs of 10+ minutes)")
     progress: bool = opt(True, "show a progress bar")
     report: bool = opt(True, "at the end, evaluate best.pt on the validation set into an HTML report in RUN_DIR/report")
+    # experiment tracking (unetkit.tracking)
+    log: list[str] | None = opt(None, "experiment trackers, off by default: tensorboard (RUN_DIR/tensorboard), mlflow; "
+                                "several comma-separated", ("tensorboard", "mlflow"))
+    mlflow_uri: str | None = opt(None, "--log mlflow: tracking URI, e.g. http://host:5000 (default: a SQLite store in RUN_DIR/mlflow)")
 
     def __post_init__(self) -> None:
+        if isinstance(self.log, str):  # a YAML string such as "tensorboard,mlflow"
+            self.log = [name.strip() for name in self.log.split(",") if name.strip()]
+        self.log = list(self.log or [])
         for f in fields(self):
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
-            if choices and value not in choices:
-                raise UnetkitError(f"{f.name}={value!r} is not one of {', '.join(choices)}")
+            for v in value if isinstance(value, list) else [value]:  # a list option with choices: each item
+                if choices and v not in choices:
+                    raise UnetkitError(f"{f.name}={v!r} is not one of {', '.join(choices)}")
         for name, value in MODEL_SIZES[self.model_size].items():  # the preset fills what was not given
             if getattr(self, name) is None:
                 setattr(self, name, value)

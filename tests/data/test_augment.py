@@ -168,3 +168,20 @@ def test_config_and_cli_carry_the_augmentation_options():
         make_config(augment="paper", elastic_sigma=-1.0)
     with pytest.raises(UnetkitError, match="foreground_fraction"):
         make_config(foreground_fraction=1.5)
+
+
+@pytest.mark.parametrize("warp", [False, True])
+def test_hflip_mirrors_left_right_only(warp):
+    from unetkit.data.sampler import PatchSampler
+
+    image = np.arange(36, dtype=np.float32).reshape(1, 6, 6)  # (C, H, W), no context: patch = whole image
+    mask = np.arange(36).reshape(6, 6)
+    aug = Augmentation(hflip=True, scale_range=(1.0, 1.0000001) if warp else (1.0, 1.0))
+    sampler = PatchSampler([image], [mask], 6, 0, aug, seed=0)
+    seen = set()
+    for seed in range(20):
+        img, msk, _ = sampler.sample(np.random.default_rng(seed))
+        assert np.array_equal(msk, mask) or np.array_equal(msk, mask[:, ::-1])
+        np.testing.assert_allclose(img[0], msk.astype(np.float32), atol=1e-3)
+        seen.add(msk.tobytes())
+    assert len(seen) == 2  # both orientations occur

@@ -40,6 +40,8 @@ class Augmentation:
 
     Attributes:
         flip_rotate: Random horizontal and vertical flips and a random multiple of 90 degrees.
+        hflip: Random left-right flips only, for images with an up direction (street scenes); ignored
+            under ``flip_rotate``, which includes them.
         rotate_degrees: Rotation by an angle drawn uniformly in ``[-rotate_degrees, rotate_degrees]``.
         scale_range: Zoom factor drawn log-uniformly in ``[low, high]`` (> 1 enlarges the content).
         elastic_sigma: Standard deviation, in pixels, of the random displacements on the coarse grid of
@@ -54,6 +56,7 @@ class Augmentation:
     """
 
     flip_rotate: bool = False
+    hflip: bool = False
     rotate_degrees: float = 0.0
     scale_range: tuple[float, float] = (1.0, 1.0)
     elastic_sigma: float = 0.0
@@ -124,7 +127,7 @@ def resolve_augment(preset: str, **overrides) -> Augmentation:
         raise UnetkitError(f"gamma must be >= 1 (1 turns it off), got {values['gamma']}")
     if values.get("elastic_grid", 3) < 2:
         raise UnetkitError(f"elastic_grid must be >= 2 points per side, got {values['elastic_grid']}")
-    floats = {k: float(v) for k, v in values.items() if k not in ("flip_rotate", "elastic_grid", "scale_range")}
+    floats = {k: float(v) for k, v in values.items() if k not in ("flip_rotate", "hflip", "elastic_grid", "scale_range")}
     return dataclasses.replace(PRESETS[preset], **{**values, **floats})
 
 
@@ -184,6 +187,8 @@ def spatial_map(size: int, aug: Augmentation, rng: np.random.Generator) -> tuple
             a = a @ np.diag([-1.0, 1.0])
         k = int(rng.integers(4))
         a = a @ np.linalg.matrix_power(np.array([[0.0, 1.0], [-1.0, 0.0]]), k)
+    elif aug.hflip and rng.random() < 0.5:
+        a = a @ np.diag([1.0, -1.0])  # columns mirrored: a left-right flip
     if aug.rotate_degrees > 0:
         theta = math.radians(rng.uniform(-aug.rotate_degrees, aug.rotate_degrees))
         a = a @ np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])

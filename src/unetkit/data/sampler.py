@@ -96,6 +96,9 @@ class PatchSampler:
             weight = self.weights[i][r + half : r + half + p, c + half : c + half + p] if self.weights else None
             if aug.flip_rotate:
                 image, mask, weight = flip_rotate(image, mask, weight, rng)
+            elif aug.hflip and rng.random() < 0.5:
+                image, mask = np.ascontiguousarray(image[..., ::-1]), np.ascontiguousarray(mask[..., ::-1])
+                weight = np.ascontiguousarray(weight[..., ::-1]) if weight is not None else None
         if aug.intensity:
             image = adjust_intensity(image, aug, rng)
         return image, mask, weight
