@@ -102,10 +102,10 @@ def figure(path: Path, rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]
 def figure_rows(model: Path, dataset: Path, count: int, progress: bool) -> tuple[list, list[str], list, bool]:
     """Predictions of ``model`` on the first ``count`` validation images, for :func:`figure`."""
     from unetkit.api import load
-    from unetkit.instances import model_target, probabilities_to_instances
+    from unetkit.instances import probabilities_to_instances
 
     seg = load(model)
-    target = model_target(seg.meta)
+    target = seg.meta.get("target", "semantic")
     spec = load_spec(dataset, split="val")
     step = max(len(spec.pairs) // count, 1)
     rows = []
