@@ -7,12 +7,14 @@ report and a figure of a few validation images (input, truth, prediction) into t
 
 from __future__ import annotations
 
+import io
 import json
 from time import monotonic
 from pathlib import Path
 
 import numpy as np
 import yaml
+from PIL import Image
 
 from unetkit.data.dataset import load_spec, read_instances, read_pair
 from unetkit.data.io import atomic_write
@@ -79,12 +81,13 @@ def figure(path: Path, rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]
     height = max(r[1].shape[0] / r[1].shape[1] for r in rows)
     fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.5 * height * len(rows) + 0.6), dpi=72, squeeze=False)
     for (key, image, truth, pred), ax in zip(rows, axes):
+        key = key if len(key) <= 24 else "..." + key[-21:]  # the end of a long key tells images apart
         if instances:
             shown = [_random_colors(int(m.max(initial=0)), seed)[m] for seed, m in enumerate((truth, pred))]
-            titles = (key[:16], *(f"{what}: {len(np.unique(m)) - 1} objects" for what, m in (("truth", truth), ("prediction", pred))))
+            titles = (key, *(f"{what}: {len(np.unique(m)) - 1} objects" for what, m in (("truth", truth), ("prediction", pred))))
         else:
             shown = [colorize(truth, colors), colorize(pred, colors)]
-            titles = (key[:16], "truth", "prediction")
+            titles = (key, "truth", "prediction")
         for a, picture, title in zip(ax, [to_display(image), *shown], titles):
             a.imshow(picture, interpolation="nearest")
             a.set_title(title, fontsize=8)
@@ -93,10 +96,14 @@ def figure(path: Path, rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]
         handles = [Patch(facecolor=np.asarray(c) / 255, edgecolor="0.5", label=name) for name, c in zip(classes, colors)]
         fig.legend(handles=handles, loc="lower center", ncol=min(len(classes), 6), fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0.06 if not instances else 0, 1, 1))
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    # A 128-colour palette PNG: a third of the size for figures committed to the repository (docs/gallery).
+    small = Image.open(buffer).convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+        small.save(tmp, format="png", optimize=True)
 
 
 def figure_rows(model: Path, dataset: Path, count: int, progress: bool) -> tuple[list, list[str], list, bool]:
