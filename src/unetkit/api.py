@@ -16,10 +16,13 @@ from unetkit.exporting import export_model
 from unetkit.inference.predictor import DEFAULT_TILE, Segmenter, as_segmenter, mask_dtype, softmax
 from unetkit.inference.stream import is_zarr, predict_stream, stream_targets
 from unetkit.instances import MIN_SIZE, SEED_THRESHOLD, model_target, write_instances
+from unetkit.runlist import runs  # noqa: F401 - public as unetkit.runs
 from unetkit.server import Limits
+from unetkit.tuning import tune  # noqa: F401 - public as unetkit.tune
 
 
-def train(config: str | Path | None = None, resume: str | Path | None = None, force: bool = False, callbacks=(), **options) -> TrainResult:
+def train(config: str | Path | None = None, resume: str | Path | None = None, force: bool = False, callbacks=(),
+          nproc: int | None = None, max_restarts: int = 0, **options) -> TrainResult:
     """Train a U-Net; options are those of ``unetkit.config.TrainConfig`` (``unetkit train --help``).
 
     Args:
@@ -28,19 +31,30 @@ def train(config: str | Path | None = None, resume: str | Path | None = None, fo
             position in the epoch); ``options`` may change the budget or learning rate.
         force: Resume even a run that stopped on a non-finite loss with the same learning rate.
         callbacks: Objects with hooks of :class:`unetkit.engine.callbacks.Callback` (trackers, search pruning).
+        nproc: Train in this many local processes under torchrun (DistributedDataParallel; global batch
+            ``nproc x batch_size``); None = in this process, or as one rank when torchrun started it.
+        max_restarts: With ``nproc``: times torchrun restarts all workers after a failure; they resume
+            from the run's last.pt.
 
     Example:
         >>> unetkit.train(data="data/", out="runs/exp1", time=10, base_channels=32)
     """
+    from unetkit.engine import distributed
     from unetkit.engine.trainer import resume_config
     from unetkit.engine.trainer import train as run
+    from unetkit.tracking import trackers
 
+    if nproc is not None or max_restarts:
+        return distributed.launch(config, resume, force, callbacks, nproc, max_restarts, options)
+    resume, config = distributed.resume_after_restart(resume, config, options)  # torchrun --max-restarts
     if resume is not None:
         if config is not None:
             raise UnetkitError("--resume takes the run's own config.yaml; drop --config (flags may still override options)")
         cfg, state = resume_config(resume, force=force, **options)
-        return run(cfg, resume=state, callbacks=callbacks)
-    return run(make_config(config, **options), callbacks=callbacks)
+    else:
+        cfg, state = make_config(config, **options), None
+    with trackers(cfg) as loggers:  # --log tensorboard,mlflow; closed also when the run fails or is pruned
+        return run(cfg, resume=state, callbacks=[*callbacks, *loggers])
 
 
 def load(model: str | Path, device: str = "auto", tile: int = DEFAULT_TILE, batch_size: int = 4, precision: str = "auto",

@@ -26,13 +26,28 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected numbers such as 1,3 got {text!r}") from None
 
 
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a U-Net on a folder of images and masks",
                        description="Train a U-Net. Every option can also be set in --config YAML; flags override it.")
     p.add_argument("--config", help="YAML file of options (same names as the flags, with underscores)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from RUN_DIR/last.pt (flags may change the budget or --lr)")
     p.add_argument("--force", action="store_true", help="with --resume: continue even a run that stopped on a NaN loss")
+    p.add_argument("--nproc", type=int, metavar="N", help="train in N processes on this machine under torchrun (DistributedDataParallel; "
+                   "global batch N x --batch-size); for several machines run torchrun yourself (README: Several processes and machines)")
+    p.add_argument("--max-restarts", type=int, default=0, metavar="K",
+                   help="with --nproc: restart all workers up to K times after a failure, resuming from last.pt (default: 0)")
+    _add_config_options(p)
+
+
+def _add_config_options(p, skip: tuple[str, ...] = ()) -> None:
+    """One flag per TrainConfig option but ``skip``, defaulting to None (= not given)."""
     for f in fields(TrainConfig):
+        if f.name in skip:
+            continue
         kind = field_type(f)
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not None else None
@@ -42,6 +57,8 @@ def _add_train(sub) -> None:
             kw["choices"] = f.metadata["choices"]
         if kind is bool:
             kw.update(type=_bool, metavar="{true,false}")
+        elif kind is list and kw.get("choices"):  # names such as --log tensorboard,mlflow; TrainConfig checks each
+            kw.update(type=_names, metavar=",".join(kw.pop("choices")))
         elif kind is list:
             kw.update(type=_floats, metavar="W1,W2,...")
         else:
@@ -165,6 +182,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="onnx", choices=("onnx", "torchscript"), help="file format (default: onnx)")
     p.add_argument("--tile", type=int, default=512, help="recommended input tile size stored in the file (default: 512)")
 
+    p = sub.add_parser("tune", help="search hyperparameters with Optuna within a time budget (resumable)",
+                       description="Search learning rate, optimiser, loss, augmentation, width and patch size (or the options of a "
+                       "--space YAML, docs/tuning.md). Each trial is a run folder OUT/trial_NNN trained for TIME/TRIALS minutes; trial 0 "
+                       "is the default configuration. Rerunning the command resumes OUT/study.db. Writes OUT/best.yaml (for train "
+                       "--config), best.pt, trials.csv, history.png and importances.png.")
+    p.add_argument("--data", required=True, help="training data, a folder or dataset.yaml (validation as for train)")
+    p.add_argument("--trials", type=int, default=20, help="trials in all, those already in OUT/study.db included (default: 20)")
+    p.add_argument("--time", type=float, default=60.0, help="minutes for this search, shared equally by the trials it runs (default: 60)")
+    p.add_argument("--space", help="YAML search space replacing the default (format: docs/tuning.md)")
+    p.add_argument("--out", default="runs/tune", help="study folder: study.db, trial_NNN/, best.yaml, best.pt, plots (default: runs/tune)")
+    p.add_argument("--pruner", default="median", choices=("median", "halving", "none"),
+                   help="stop trials whose validation Dice falls behind: median of earlier trials, successive halving, or none (default: median)")
+    p.add_argument("--config", help="YAML file of training options fixed for every trial")
+    _add_config_options(p.add_argument_group("training options, fixed for every trial and then not searched"), skip=("data", "out", "time"))
+
+    from unetkit.runlist import COLUMNS
+
+    p = sub.add_parser("runs", help="list run folders with their settings and best validation scores, sortable")
+    p.add_argument("dir", nargs="?", default="runs", metavar="DIR", help="folder to search recursively (default: runs)")
+    p.add_argument("--sort", default="dice", choices=COLUMNS, metavar="KEY",
+                   help=f"column to sort by, numbers highest first: {', '.join(COLUMNS)} (default: dice)")
+    p.add_argument("--reverse", action="store_true", help="the opposite order")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON for machines")
+
     from unetkit.server import Limits
 
     p = sub.add_parser("serve", help="serve a model over HTTP: POST /predict, GET /health, and a web page at /",
@@ -185,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     import unetkit
     from unetkit.errors import UnetkitError
 
+    from unetkit.engine import distributed
     from unetkit.engine.trainer import TrainingInterrupted
 
     args = vars(build_parser().parse_args(argv))
@@ -192,10 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.pop("debug")
     try:
         if command == "train":
+            launched = args["nproc"] is not None  # then worker rank 0 prints the summary
             result = unetkit.train(args.pop("config"), resume=args.pop("resume"), force=args.pop("force"), **args)
             best = "-" if result.best_dice is None else f"{result.best_dice:.4f}"
-            print(f"trained {result.epochs} epochs ({result.steps} steps) in {result.seconds / 60:.1f} min; "
-                  f"best validation mean Dice {best}; checkpoints in {result.run_dir}")
+            if not launched and distributed.env_rank() == 0:
+                print(f"trained {result.epochs} epochs ({result.steps} steps) in {result.seconds / 60:.1f} min; "
+                      f"best validation mean Dice {best}; checkpoints in {result.run_dir}")
         elif command == "predict":
             written = unetkit.predict(args.pop("model"), args.pop("inputs"), args.pop("out"), **args)
             print(f"wrote {len(written)} file(s)")
@@ -228,15 +272,36 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {out}")
         elif command == "serve":
             unetkit.serve(**args)
+        elif command == "tune":
+            result = unetkit.tune(**args)
+            defaults = "-" if result.default_dice is None else f"{result.default_dice:.4f}"
+            print(result.table)
+            print(f"best: trial {result.best_trial}, validation mean Dice {result.best_dice:.4f} (defaults: {defaults}); "
+                  f"{result.complete} complete, {result.pruned} pruned, {result.failed} failed; "
+                  f"train it with: unetkit train --config {result.out / 'best.yaml'}")
+        elif command == "runs":
+            from unetkit.runlist import format_runs
+
+            as_json = args.pop("json")
+            rows = unetkit.runs(**args)
+            print(json.dumps(rows, indent=2) if as_json else format_runs(rows, args["dir"]))
+    except distributed.WorkersFailed as e:  # unetkit train --nproc: one line for the run, unless rank 0 printed it
+        if e.line:
+            print(e.line, file=sys.stderr)
+        return e.exit_code
     except TrainingInterrupted as e:
-        print(f"unetkit: interrupted: {e}", file=sys.stderr)
+        distributed.print_once(f"unetkit: interrupted: {e}")  # under torchrun: on rank 0 only
         return 130
     except UnetkitError as e:
         if debug:
             raise
-        print(f"unetkit: error: {e}", file=sys.stderr)
+        distributed.print_once(f"unetkit: error: {e}")
         return 2
     except KeyboardInterrupt:
         print("unetkit: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if debug or not distributed.lost_peer(e):
+            raise
+        return distributed.report_lost_peer(e)  # another worker failed: torchrun (or --nproc) reports that one
     return 0

@@ -52,6 +52,8 @@ class TrainConfig:
     depth: int | None = opt(None, "levels of the U-Net, i.e. depth-1 poolings (default: the --model-size preset's; paper: 5)")
     padding: str = opt("valid", "valid: unpadded convs as in the paper; same: padded", ("valid", "same"))
     norm: str = opt("none", "normalisation after each conv", ("none", "batch", "group", "instance"))
+    sync_bn: bool = opt(False, "with --norm batch under several processes (torchrun, --nproc): batch statistics of the global batch "
+                        "(synchronised batch norm) instead of each process's own patches")
     dropout: float = opt(0.0, "dropout at the end of the contracting path (paper: 0.5)")
     up_mode: str = opt("transposed", "up-sampling: 2x2 up-conv (paper) or bilinear + 1x1 conv", ("transposed", "bilinear"))
     # optimisation
@@ -62,6 +64,8 @@ class TrainConfig:
     patch_size: int | None = opt(None, "output size of a training patch in pixels, valid mode adds the context around it (default: the --model-size preset's)")
     optimizer: str = opt("adam", "optimizer (sgd uses the paper's momentum 0.99)", ("sgd", "adam", "adamw"))
     lr: float | None = opt(None, "learning rate (default: 1e-3 for adam/adamw, 1e-2 for sgd)")
+    lr_scaling: str = opt("none", "learning rate under W processes, whose global batch is W x batch_size: none = --lr as given; "
+                          "linear = --lr x W (Goyal et al. 2017, for SGD); sqrt = --lr x sqrt(W) (often better for Adam)", ("none", "linear", "sqrt"))
     momentum: float = opt(0.99, "SGD momentum (paper: 0.99)")
     weight_decay: float = opt(0.0, "weight decay (adamw: decoupled)")
     schedule: str = opt("cosine", "learning-rate schedule", ("none", "poly", "cosine", "plateau"))
@@ -128,6 +132,8 @@ class TrainConfig:
             raise UnetkitError(f"foreground_fraction must be between 0 and 1, got {self.foreground_fraction}")
         if self.workers < 0:
             raise UnetkitError(f"workers must be >= 0 (0: sample in the training process), got {self.workers}")
+        if self.sync_bn and self.norm != "batch":
+            raise UnetkitError(f"sync_bn=true synchronises batch norm, but norm={self.norm!r}; pass --norm batch or drop --sync-bn")
         if self.boundary_width < 1:
             raise UnetkitError(f"boundary_width must be >= 1 pixel, got {self.boundary_width}")
         if self.weight_w0 < 0 or self.weight_sigma <= 0:
@@ -200,10 +206,14 @@ def make_config(config_file: str | Path | None = None, **overrides) -> TrainConf
         raise UnetkitError(f"bad configuration: {e}") from None
 
 
-def dump_config(config: TrainConfig, path: str | Path) -> None:
-    """Write the resolved configuration as YAML (atomically)."""
+def dump_config(config: TrainConfig, path: str | Path, notes: dict | None = None) -> None:
+    """Write the resolved configuration as YAML (atomically); ``notes`` (values resolved at run time, such as
+    the global batch) follow as comments, so the file still loads with ``--config``."""
     from unetkit.data.io import atomic_write
 
+    text = yaml.safe_dump(config.to_dict(), sort_keys=False)
+    if notes:
+        text += "# resolved at run time, not options:\n" + "".join(f"# {line}" for line in yaml.safe_dump(notes, sort_keys=False).splitlines(True))
     with atomic_write(path) as tmp:
-        Path(tmp).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        Path(tmp).write_text(text)
 

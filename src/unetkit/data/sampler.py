@@ -155,8 +155,12 @@ class _Batches(torch.utils.data.IterableDataset):
 
 
 def _ignore_interrupts(worker: int) -> None:
-    """Ctrl-C is for the training process, which stops at a step boundary and then ends the workers."""
+    """Ctrl-C and SIGTERM are for the training process, which stops at a step boundary, saves, then ends the
+    workers. torchrun (and a batch scheduler's preemption) sends SIGTERM to the whole process group; a
+    worker dying of it first would end the trainer before it saves. Workers exit by themselves once the
+    trainer is gone (the DataLoader's watchdog)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def batch_iterator(sampler: PatchSampler, batch_size: int, start: int = 0, workers: int = 0) -> Iterator:

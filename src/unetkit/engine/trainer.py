@@ -21,8 +21,9 @@ from unetkit.config import TrainConfig, dump_config, make_config
 from unetkit.data.dataset import IGNORE, DataSpec, load_spec, read_pair, split_pairs
 from unetkit.data.io import atomic_write
 from unetkit.data.augment import AUGMENT_OPTIONS, resolve_augment
-from unetkit.data.sampler import PatchSampler, batch_iterator
+from unetkit.data.sampler import PatchSampler
 from unetkit.data.weights import dataset_weight_maps
+from unetkit.engine import distributed
 from unetkit.engine.callbacks import TrainView, call
 from unetkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from unetkit.errors import UnetkitError
@@ -30,7 +31,7 @@ from unetkit.inference.predictor import normalize, tiled_logits
 from unetkit.losses import segmentation_loss
 from unetkit.metrics import confusion_matrix, scores
 from unetkit.models.unet import ModelConfig, UNet, context, input_size_for_output
-from unetkit.runtime import autocast, resolve_device, set_threads, resolve_precision
+from unetkit.runtime import autocast, set_threads, resolve_precision
 
 CSV_FIELDS = ("epoch", "step", "time_s", "lr", "train_loss", "val_dice", "val_iou", "val_pixel_accuracy")
 
@@ -106,8 +107,9 @@ def channel_stats(images: list[np.ndarray]) -> dict:
     return {"mean": mean.tolist(), "std": std.tolist()}
 
 
-def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
-    lr = cfg.resolved_lr
+def make_optimizer(cfg: TrainConfig, params, lr: float | None = None) -> torch.optim.Optimizer:
+    """The configured optimizer at ``lr`` (default: the configured learning rate)."""
+    lr = cfg.resolved_lr if lr is None else lr
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adam":
@@ -125,8 +127,11 @@ def lr_factor(cfg: TrainConfig, progress: float) -> float:
     return 1.0
 
 
-def validate(model: UNet, images, masks, norm: dict, cfg: TrainConfig, device, classes: list[str]) -> dict:
-    """Tiled whole-image prediction on the validation set, scored from the summed confusion matrix."""
+def validate(model: UNet, images, masks, norm: dict, cfg: TrainConfig, device, classes: list[str], reduce=None) -> dict:
+    """Tiled whole-image prediction on the validation set, scored from the summed confusion matrix.
+
+    ``reduce`` sums the confusion matrix over processes that each validated a share of the images.
+    """
     model.eval()
     cm = np.zeros((len(classes), len(classes)), np.int64)
     for image, mask in zip(images, masks):
@@ -134,7 +139,7 @@ def validate(model: UNet, images, masks, norm: dict, cfg: TrainConfig, device, c
         pred = tiled_logits(model, x, cfg.tile, cfg.batch_size, device, cfg.precision).argmax(0)  # autocast resolves auto
         cm += confusion_matrix(pred, mask, len(classes), IGNORE)
     model.train()
-    return scores(cm, classes)
+    return scores(cm if reduce is None else reduce(cm), classes)
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -247,13 +252,15 @@ def train(cfg: TrainConfig, resume: dict | None = None, callbacks=()) -> TrainRe
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
     torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device)
+    world, device = distributed.setup(cfg.device, cfg.threads)  # one process unless torchrun set WORLD_SIZE > 1
+    main = world.is_main  # the process that writes the run folder and calls the callbacks
+    callbacks = callbacks if main else ()
+    precision = world.broadcast(resolve_precision(cfg.precision, device))  # "auto" is measured: rank 0's choice for all
     run_dir = Path(cfg.out)
 
     spec, train_pairs, val_pairs = load_split(cfg)
-    train_images, train_masks = load_arrays(train_pairs, spec, cfg.progress)
-    val_images, val_masks = load_arrays(val_pairs, spec, cfg.progress)
+    train_images, train_masks = load_arrays(train_pairs, spec, cfg.progress and main)
+    val_images, val_masks = load_arrays(val_pairs, spec, cfg.progress and main)
     if val_images and val_images[0].shape[2] != train_images[0].shape[2]:
         raise UnetkitError(
             f"{val_pairs[0].image}: {val_images[0].shape[2]} channel(s) but training image {train_pairs[0].image.name} has "
@@ -273,11 +280,14 @@ def train(cfg: TrainConfig, resume: dict | None = None, callbacks=()) -> TrainRe
         depth=cfg.depth, padding=cfg.padding, norm=cfg.norm, dropout=cfg.dropout, up_mode=cfg.up_mode,
     )
     model = UNet(model_cfg).to(device)
+    if cfg.sync_bn:
+        model = distributed.sync_batchnorm(model, world, device)
     # oneDNN's NHWC weight-gradient reductions were seen to vary in the last bit between runs; NCHW is exact.
     channels_last = cfg.channels_last and device.type == "cpu" and not cfg.deterministic
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    forward = torch.compile(model) if cfg.compile else model  # parameters stay shared with `model`
+    net = distributed.wrap(model, world, device)  # DDP under several processes: gradients averaged over ranks
+    forward = torch.compile(net) if cfg.compile else net  # parameters stay shared with `model`
     ctx = context(cfg.depth, cfg.padding)
     patch = input_size_for_output(cfg.patch_size, cfg.depth, cfg.padding) - ctx  # a valid output size >= patch_size
     if cfg.class_weights is not None and len(cfg.class_weights) != len(classes):
@@ -293,18 +303,22 @@ def train(cfg: TrainConfig, resume: dict | None = None, callbacks=()) -> TrainRe
         [normalize(im, norm["mean"], norm["std"]) for im in train_images], train_masks, patch, ctx, augmentation, cfg.seed,
         weights=weight_maps, foreground_fraction=cfg.foreground_fraction,
     )
-    optimizer = make_optimizer(cfg, model.parameters())
-    base_lr = cfg.resolved_lr
+    base_lr = cfg.resolved_lr * distributed.lr_scale(cfg.lr_scaling, world.size)
+    optimizer = make_optimizer(cfg, model.parameters(), base_lr)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", patience=5, factor=0.5) if cfg.schedule == "plateau" else None
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
 
     pixels = sum(m.size for m in train_masks)
-    steps_per_epoch = cfg.steps_per_epoch or max(10, math.ceil(pixels / (patch * patch * cfg.batch_size)))
+    global_batch = cfg.batch_size * world.size
+    # Global steps: an epoch covers the training pixels once whatever the number of processes.
+    steps_per_epoch = cfg.steps_per_epoch or max(10, math.ceil(pixels / (patch * patch * global_batch)))
     max_epochs = cfg.resolved_epochs
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in run_dir.glob(".*.tmp-*"):  # left by a process killed mid-write; the real files are intact
-        stale.unlink()
-    dump_config(cfg, run_dir / "config.yaml")
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in run_dir.glob(".*.tmp-*"):  # left by a process killed mid-write; the real files are intact
+            stale.unlink()
+        notes = {"processes": world.size, "global_batch": global_batch, "lr": base_lr, "steps_per_epoch": steps_per_epoch}
+        dump_config(cfg, run_dir / "config.yaml", notes if world.size > 1 else None)
     meta = {
         "unetkit_version": unetkit.__version__,
         "model": model_cfg.to_dict(),
@@ -316,6 +330,7 @@ def train(cfg: TrainConfig, resume: dict | None = None, callbacks=()) -> TrainRe
         "boundary_width": cfg.boundary_width,
         "train_config": cfg.to_dict(),
         "patch": patch,
+        **distributed.run_meta(),  # under torchrun: the job that wrote it, so its restarts resume from it
     }
 
     # Progress: everything needed to continue exactly where a checkpoint was taken.
@@ -331,13 +346,21 @@ def train(cfg: TrainConfig, resume: dict | None = None, callbacks=()) -> TrainRe
         if device.type == "cuda" and resume["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(resume["rng"]["cuda"])
         progress = json.loads(resume["progress"])
+        if plateau is not None and progress.get("lr_scale", 1.0) != base_lr / cfg.resolved_lr:  # a different process count
+            for group in optimizer.param_groups:
+                group["lr"] *= base_lr / cfg.resolved_lr / progress.get("lr_scale", 1.0)
+    distributed.continue_progress(progress, steps_per_epoch, world)
+    progress["lr_scale"] = base_lr / cfg.resolved_lr
     elapsed_before = progress["elapsed"]
     first_step = progress["step"]
-    batches = batch_iterator(sampler, cfg.batch_size, first_step, cfg.workers)  # yields batch number `step`
+    # Rank r's batch at global step s is the sampler's batch number progress["batches"] + (s - first_step) * W + r.
+    batches = distributed.batches(sampler, cfg.batch_size, progress["batches"], cfg.workers, world)
     deadline = started + cfg.time * 60 - elapsed_before if cfg.time else None
 
     def save_last() -> None:
         """The full training state; written last, so it is the commit point of an epoch."""
+        if not main:
+            return
         progress["elapsed"] = elapsed_before + time.monotonic() - started
         rng = {"torch": torch.get_rng_state()}
         if device.type == "cuda":
@@ -350,28 +373,32 @@ def train(cfg: TrainConfig, resume: dict | None = None, callbacks=()) -> TrainRe
 
     history = progress["history"]
     total_steps = max_epochs * steps_per_epoch if max_epochs else None
-    bar = tqdm(total=total_steps, initial=progress["step"], desc="train", unit="step", disable=not cfg.progress, dynamic_ncols=True)
-    write_status(run_dir, status="running")
+    bar = tqdm(total=total_steps, initial=progress["step"], desc="train", unit="step", disable=not cfg.progress or not main, dynamic_ncols=True)
+    if main:
+        write_status(run_dir, status="running")
     view = TrainView(cfg, run_dir, model, meta, val_images, val_masks, device, precision)
     call(callbacks, "on_train_begin", view)
     last_save = time.monotonic()
     step_seconds = 0.0
     stopped_by = None
     model.train()
-    with StopRequest() as stop_request:
+    with StopRequest() as stop_request:  # under several processes every rank stops where any rank asked to
         while stopped_by is None and (max_epochs is None or progress["epoch"] < max_epochs):
             epoch = progress["epoch"] + 1
             losses = progress["epoch_losses"]
             while progress["epoch_step"] < steps_per_epoch:
                 step = progress["step"]
                 step_began = time.monotonic()
+                time_up = False
                 if deadline is not None:
                     # Mean duration of this process's steps so far (set-up, validation and saving excluded).
                     step_time = step_seconds / max(step - first_step, 1)
-                    if step_began + step_time + progress["val_seconds"] * 1.2 > deadline:
-                        stopped_by = "time"
-                        break
-                if stop_request.requested:
+                    time_up = step_began + step_time + progress["val_seconds"] * 1.2 > deadline
+                time_up, interrupted = world.agree(time_up, stop_request.requested)
+                if time_up:
+                    stopped_by = "time"
+                    break
+                if interrupted:
                     stopped_by = "interrupt"
                     break
                 if max_epochs is not None:
@@ -382,6 +409,7 @@ def train(cfg: TrainConfig, resume: dict | None = None, callbacks=()) -> TrainRe
                     for group in optimizer.param_groups:
                         group["lr"] = base_lr * lr_factor(cfg, fraction)
                 x, y, weight_map = next(batches)  # (B, C, in, in), (B, patch, patch), weights or None
+                world.seed_step(cfg.seed, progress["batches"])  # dropout of this rank's batch
                 x, y = x.to(device), y.to(device)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
@@ -389,11 +417,13 @@ def train(cfg: TrainConfig, resume: dict | None = None, callbacks=()) -> TrainRe
                 with autocast(device, precision):
                     logits = forward(x)  # (B, K, patch, patch)
                 loss = segmentation_loss(logits, y, cfg.loss, weights, IGNORE, weight_map)
-                if not torch.isfinite(loss):
+                loss_value = world.mean(loss)  # over the ranks: non-finite on all of them if on any
+                if not math.isfinite(loss_value):
                     bar.close()
-                    write_status(run_dir, status="nan", epoch=epoch, step=step + 1, lr_setting=cfg.resolved_lr)
+                    if main:
+                        write_status(run_dir, status="nan", epoch=epoch, step=step + 1, lr_setting=cfg.resolved_lr)
                     raise UnetkitError(
-                        f"loss became {loss.item()} at epoch {epoch}, step {step + 1}: the learning rate "
+                        f"loss became {loss_value} at epoch {epoch}, step {step + 1}: the learning rate "
                         f"(--lr {cfg.resolved_lr:g}) is likely too high, or the data holds NaN/inf values; "
                         f"the last good checkpoint is {run_dir / 'last.pt'}"
                     )
@@ -407,8 +437,9 @@ def train(cfg: TrainConfig, resume: dict | None = None, callbacks=()) -> TrainRe
                     optimizer.step()
                 progress["step"] += 1
                 progress["epoch_step"] += 1
+                progress["batches"] += world.size
                 step_seconds += time.monotonic() - step_began
-                losses.append(loss.item())
+                losses.append(loss_value)
                 bar.update(1)
                 best = progress["best"]
                 bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses[-20:]):.4f}", val_dice=f"{best:.4f}" if best >= 0 else "-", refresh=False)
@@ -422,9 +453,13 @@ def train(cfg: TrainConfig, resume: dict | None = None, callbacks=()) -> TrainRe
             row = {"epoch": epoch, "step": progress["step"], "lr": optimizer.param_groups[0]["lr"], "train_loss": float(np.mean(losses)),
                    "val_dice": "", "val_iou": "", "val_pixel_accuracy": ""}
             last_epoch = stopped_by is not None or (max_epochs is not None and epoch == max_epochs)
+            if world.size > 1 or any("global_batch" in r for r in history):  # the process count may change on resume
+                row["global_batch"] = global_batch
             if val_images and (epoch % cfg.val_every == 0 or last_epoch):
                 t0 = time.monotonic()
-                s = validate(model, val_images, val_masks, norm, cfg, device, classes)
+                # each rank validates every W-th image; the summed confusion matrix gives all ranks the same scores
+                s = validate(model, val_images[world.rank :: world.size], val_masks[world.rank :: world.size], norm, cfg, device,
+                             classes, world.sum)
                 progress["val_seconds"] = time.monotonic() - t0
                 row.update(val_dice=s["dice"]["mean"], val_iou=s["iou"]["mean"], val_pixel_accuracy=s["pixel_accuracy"]["overall"])
                 row.update({f"val_dice_{name}": value for name, value in s["dice"].items() if name != "mean"})
@@ -436,24 +471,29 @@ def train(cfg: TrainConfig, resume: dict | None = None, callbacks=()) -> TrainRe
             dice = row["val_dice"]
             if not val_images or (dice not in ("", None) and dice > progress["best"]):
                 progress["best"] = dice if val_images else progress["best"]
-                save_checkpoint(run_dir / "best.pt", model.state_dict(), {**meta, "epoch": epoch, "step": progress["step"], "scores": row})
-            write_csv(run_dir / "metrics.csv", history)
-            plot_curves(run_dir / "curves.png", history)
+                if main:
+                    save_checkpoint(run_dir / "best.pt", model.state_dict(), {**meta, "epoch": epoch, "step": progress["step"], "scores": row})
+            if main:
+                write_csv(run_dir / "metrics.csv", history)
+                plot_curves(run_dir / "curves.png", history)
             save_last()
             last_save = time.monotonic()
             bar.set_postfix(epoch=epoch, loss=f"{row['train_loss']:.4f}", val_dice=f"{progress['best']:.4f}" if progress["best"] >= 0 else "-")
             call(callbacks, "on_epoch_end", row, view)
         if stopped_by == "interrupt":
             save_last()
+            if main:  # still within StopRequest: torchrun's SIGTERM, once another rank exits, cannot cut it short
+                write_status(run_dir, status="interrupted", epoch=progress["epoch"], step=progress["step"])
     bar.close()
     seconds = elapsed_before + time.monotonic() - started
     if stopped_by == "interrupt":
-        write_status(run_dir, status="interrupted", epoch=progress["epoch"], step=progress["step"])
-        raise TrainingInterrupted(f"stopped at epoch {progress['epoch'] + 1}, step {progress['step']}; state saved in {run_dir / 'last.pt'}; continue with: unetkit train --resume {run_dir}")
+        raise TrainingInterrupted(f"stopped at epoch {progress['epoch'] + 1}, step {progress['step']}; state saved in {run_dir / 'last.pt'}; "
+                                  f"continue with: unetkit train --resume {run_dir}{world.resume_hint()}")
     if not history:
         raise UnetkitError(f"the time budget ({cfg.time} min) ended before one training step; give more --time")
-    write_status(run_dir, status="done", epoch=progress["epoch"], step=progress["step"])
-    if cfg.report and val_pairs:
+    if main:
+        write_status(run_dir, status="done", epoch=progress["epoch"], step=progress["step"])
+    if cfg.report and val_pairs and main:
         from unetkit.evaluation import validation_report
 
         validation_report(run_dir, spec, val_pairs, cfg.device, cfg.tile, cfg.batch_size, precision, cfg.progress)
