@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from time import monotonic
 from pathlib import Path
 
@@ -178,26 +179,27 @@ def recipe(
     if data is not None:
         dataset = relocated_dataset(dataset, data, out)
     try:
-        load_spec(dataset, split="train")
+        train_pairs = len(load_spec(dataset, split="train").pairs)
     except UnetkitError as error:
         raise UnetkitError(f"{error} (recipe {recipe}: pass --data PATH where the {name} data set is)") from None
     started = monotonic()
     result = train(config=config, data=str(dataset), out=str(out / "run"), time=time, progress=progress, report=False, **options)
     train_minutes = result.seconds / 60
     best = out / "run" / "best.pt"
-    target = yaml.safe_load(config.read_text()).get("target", "semantic")
+    target = yaml.safe_load((out / "run" / "config.yaml").read_text())["target"]  # as resolved, overrides included
     scores = evaluate(model=best, data=dataset, split="val", json_path=out / "metrics.json", report=out / "report",
                       instances=target == "instances", progress=progress)
     rows, classes, colors, instances = figure_rows(best, dataset, figure_images, progress)
     figure(out / "figure.png", rows, classes, colors, instances)
     if figure_path is not None:
-        figure(Path(figure_path), rows, classes, colors, instances)
-    spec = load_spec(dataset, split="val")
+        Path(figure_path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out / "figure.png", figure_path)
+    val_spec = load_spec(dataset, split="val")
     results = {
         "recipe": name,
-        "classes": list(spec.classes),
-        "train_pairs": len(load_spec(dataset, split="train").pairs),
-        "val_pairs": len(spec.pairs),
+        "classes": list(val_spec.classes),
+        "train_pairs": train_pairs,
+        "val_pairs": len(val_spec.pairs),
         "train_minutes": round(train_minutes, 2),
         "total_minutes": round((monotonic() - started) / 60, 2),
         "epochs": result.epochs,
