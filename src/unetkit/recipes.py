@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from unetkit.data.dataset import load_spec, read_instances, read_pair
+from unetkit.data.dataset import DataSpec, load_spec, read_instances, read_pair
 from unetkit.data.io import atomic_write
 from unetkit.errors import UnetkitError
 
@@ -107,14 +107,13 @@ def figure(path: Path, rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]
         small.save(tmp, format="png", optimize=True)
 
 
-def figure_rows(model: Path, dataset: Path, count: int, progress: bool) -> tuple[list, list[str], list, bool]:
-    """Predictions of ``model`` on the first ``count`` validation images, for :func:`figure`."""
+def figure_rows(model: Path, spec: DataSpec, count: int) -> tuple[list, list[str], list, bool]:
+    """Predictions of ``model`` on ``count`` images spread over the validation ``spec``, for :func:`figure`."""
     from unetkit.api import load
     from unetkit.instances import probabilities_to_instances
 
     seg = load(model)
     target = seg.meta.get("target", "semantic")
-    spec = load_spec(dataset, split="val")
     step = max(len(spec.pairs) // count, 1)
     rows = []
     for pair in spec.pairs[::step][:count]:
@@ -189,12 +188,12 @@ def recipe(
     target = yaml.safe_load((out / "run" / "config.yaml").read_text())["target"]  # as resolved, overrides included
     scores = evaluate(model=best, data=dataset, split="val", json_path=out / "metrics.json", report=out / "report",
                       instances=target == "instances", progress=progress)
-    rows, classes, colors, instances = figure_rows(best, dataset, figure_images, progress)
+    val_spec = load_spec(dataset, split="val")
+    rows, classes, colors, instances = figure_rows(best, val_spec, figure_images)
     figure(out / "figure.png", rows, classes, colors, instances)
     if figure_path is not None:
         Path(figure_path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(out / "figure.png", figure_path)
-    val_spec = load_spec(dataset, split="val")
     results = {
         "recipe": name,
         "classes": list(val_spec.classes),
