@@ -108,7 +108,8 @@ def infer(engine: str, model: str, image_path: str, out: str, tile: int, backend
         from monai.inferers import sliding_window_inference
 
         from unetkit.engine.checkpoint import load_checkpoint
-        from unetkit.models.unet import ModelConfig, UNet
+        from unetkit.models.config import ModelConfig
+        from unetkit.models.unet import UNet
 
         import tifffile
 

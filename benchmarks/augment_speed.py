@@ -27,7 +27,7 @@ from unetkit.data.augment import AUGMENTS  # noqa: E402
 from unetkit.data.dataset import load_spec, read_pair  # noqa: E402
 from unetkit.data.sampler import PatchSampler, batch_iterator  # noqa: E402
 from unetkit.data.weights import dataset_weight_maps  # noqa: E402
-from unetkit.models.unet import context  # noqa: E402
+from unetkit.models.config import context  # noqa: E402
 
 ISBI = ROOT / "examples" / "isbi2012" / "dataset.yaml"
 PATCH, BATCH = 256, 4

@@ -18,7 +18,8 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from spine import publish  # noqa: E402
 
-from unetkit.models.unet import UNet, output_size  # noqa: E402
+from unetkit.models.config import output_size  # noqa: E402
+from unetkit.models.unet import UNet
 
 NETWORKS = [("paper: base 64, depth 5", dict(base_channels=64, depth=5), 572, 1), ("base 32, depth 4", dict(base_channels=32, depth=4), 508, 2)]
 MODES = [("fp32, NCHW", False, False), ("fp32, channels_last", True, False), ("bf16 autocast, channels_last", True, True)]

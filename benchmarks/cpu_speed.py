@@ -40,7 +40,8 @@ import unetkit  # noqa: E402
 from unetkit.data.io import write_tiff  # noqa: E402
 from unetkit.demo import make_dataset, synthetic_cells  # noqa: E402
 from unetkit.engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from unetkit.models.unet import UNet, input_size_for_output, output_size  # noqa: E402
+from unetkit.models.config import input_size_for_output, output_size  # noqa: E402
+from unetkit.models.unet import UNet
 from unetkit.runtime import resolve_precision  # noqa: E402
 
 PEERS_VENV = ROOT / "benchmarks" / ".peers-venv"

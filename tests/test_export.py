@@ -21,7 +21,8 @@ from unetkit.data.io import read_image, read_mask_raw
 from unetkit.demo import synthetic_cells
 from unetkit.exporting import TraceableUNet, export_model, geometry
 from unetkit.inference.predictor import Segmenter, TorchForward
-from unetkit.models.unet import ModelConfig, UNet, input_size_for_output, stride
+from unetkit.models.config import ModelConfig, input_size_for_output, stride
+from unetkit.models.unet import UNet
 
 from tests.conftest import SHARED_DATA, TINY_MODEL
 

@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 from unetkit.api import check, evaluate, export, load, predict, runs, serve, train, tune  # noqa: E402
 from unetkit.errors import UnetkitError  # noqa: E402
 from unetkit.recipes import recipe  # noqa: E402
-from unetkit.models.unet import ModelConfig, UNet  # noqa: E402
+from unetkit.models.config import ModelConfig  # noqa: E402
+from unetkit.models.unet import UNet
 
 __all__ = ["UNet", "ModelConfig", "UnetkitError", "train", "load", "predict", "evaluate", "check", "export", "serve", "recipe", "tune", "runs", "__version__"]

@@ -30,7 +30,8 @@ from unetkit.engine.checkpoint import load_checkpoint
 from unetkit.errors import UnetkitError
 from unetkit.inference.predictor import DEFAULT_TILE, Segmenter
 from unetkit.inference.tiling import largest_valid_at_most
-from unetkit.models.unet import ModelConfig, UNet, context, input_size_for_output, stride
+from unetkit.models.config import ModelConfig, context, input_size_for_output, stride
+from unetkit.models.unet import UNet
 
 FORMATS = ("onnx", "torchscript")
 #: The metadata key of ONNX files and the extra file of TorchScript ones.

@@ -6,7 +6,8 @@ import torch
 
 from unetkit.inference.predictor import tiled_logits
 from unetkit.inference.tiling import blend_window, mirror_pad, plan_axis
-from unetkit.models.unet import UNet, context, input_size_for_output, is_valid_input_size, stride
+from unetkit.models.config import context, input_size_for_output, is_valid_input_size, stride
+from unetkit.models.unet import UNet
 
 
 @pytest.mark.parametrize("padding", ["valid", "same"])

@@ -4,15 +4,8 @@
 import pytest
 import torch
 
-from unetkit.models.unet import (
-    ModelConfig,
-    UNet,
-    context,
-    input_size_for_output,
-    is_valid_input_size,
-    nearest_valid_input_sizes,
-    output_size,
-)
+from unetkit.models.config import ModelConfig, context, input_size_for_output, is_valid_input_size, nearest_valid_input_sizes, output_size
+from unetkit.models.unet import UNet
 
 CONFIGS = [
     dict(padding="valid", norm="none", up_mode="transposed"),

@@ -29,10 +29,11 @@ import yaml
 from scipy import ndimage
 
 from unetkit.data.io import IMAGE_EXTENSIONS, read_image, read_mask_raw, read_palette
+from unetkit.data.modes import MASK_MODES
 from unetkit.errors import UnetkitError
 
 IGNORE = -1  # value of ignored pixels in decoded masks
-MASK_MODES = ("auto", "index", "binary", "color", "instances")
+
 YAML_KEYS = ("images", "masks", "classes", "mask_mode", "ignore_value", "ignore_colors", "splits")
 _AUTO_SAMPLE = 3  # masks inspected to resolve mask_mode "auto"
 _MANY_IDS = 32  # distinct values above which a 16/32-bit label image counts as instances

@@ -30,7 +30,8 @@ from unetkit.errors import UnetkitError
 from unetkit.inference.predictor import normalize, tiled_logits
 from unetkit.losses import segmentation_loss
 from unetkit.metrics import confusion_matrix, scores
-from unetkit.models.unet import ModelConfig, UNet, context, input_size_for_output
+from unetkit.models.config import ModelConfig, context, input_size_for_output
+from unetkit.models.unet import UNet
 from unetkit.runtime import autocast, set_threads, resolve_precision
 
 CSV_FIELDS = ("epoch", "step", "time_s", "lr", "train_loss", "val_dice", "val_iou", "val_pixel_accuracy")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from unetkit.errors import UnetkitError
-from unetkit.models.unet import ModelConfig
+from unetkit.models.config import ModelConfig
 
 
 def _onnxruntime():

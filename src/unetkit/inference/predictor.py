@@ -11,7 +11,8 @@ from tqdm.auto import tqdm
 
 from unetkit.engine.checkpoint import load_checkpoint
 from unetkit.inference.tiling import blend_window, mirror_pad, plan_axis
-from unetkit.models.unet import ModelConfig, UNet
+from unetkit.models.config import ModelConfig
+from unetkit.models.unet import UNet
 from unetkit.runtime import autocast, resolve_device, resolve_precision
 
 DEFAULT_TILE = 512

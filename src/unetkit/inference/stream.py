@@ -33,7 +33,7 @@ from unetkit.errors import UnetkitError
 from unetkit.inference.predictor import Segmenter, _prefetched, mask_dtype, softmax, standardize
 from unetkit.inference.tiling import AxisPlan, blend_window, plan_axis
 from unetkit.inference.writers import FILE_TILE, Output, partial_path, pyramid_factors, zarr_module  # noqa: F401 - re-exported
-from unetkit.models.unet import ModelConfig
+from unetkit.models.config import ModelConfig
 
 STREAM_PIXELS = 64_000_000  # --stream auto: stream images with more pixels than this
 OUTPUT_SUFFIXES = (".tif", ".tiff", ".zarr")

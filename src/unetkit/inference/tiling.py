@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from unetkit.models.unet import context, input_size_for_output, is_valid_input_size, stride
+from unetkit.models.config import context, input_size_for_output, is_valid_input_size, stride
 
 
 @dataclass(frozen=True)

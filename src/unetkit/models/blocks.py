@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-NORMS = ("none", "batch", "group", "instance")
-UP_MODES = ("transposed", "bilinear")
+from unetkit.models.config import NORMS, UP_MODES
+
 
 
 def make_norm(norm: str, channels: int) -> nn.Module:
