@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from spine import ROOT, publish  # noqa: E402
 
-from unetkit.data.augment import AUGMENTS  # noqa: E402
+from unetkit.data.augmentation import AUGMENTS# noqa: E402
 from unetkit.data.dataset import load_spec, read_pair  # noqa: E402
 from unetkit.data.sampler import PatchSampler, batch_iterator  # noqa: E402
 from unetkit.data.weights import dataset_weight_maps  # noqa: E402

@@ -38,7 +38,7 @@ from spine import ISBI, ROOT, publish  # noqa: E402
 
 import unetkit  # noqa: E402
 from unetkit.data.io import write_tiff  # noqa: E402
-from unetkit.demo import make_dataset, synthetic_cells  # noqa: E402
+from unetkit.data.synthetic import make_dataset, synthetic_cells  # noqa: E402
 from unetkit.engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from unetkit.models.config import input_size_for_output, output_size  # noqa: E402
 from unetkit.models.unet import UNet

@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from spine import publish
 
-from unetkit.demo import make_dataset
+from unetkit.data.synthetic import make_dataset
 from unetkit.engine.distributed import cpu_cores
 
 OPTIONS = ["--model-size", "cpu", "--epochs", "3", "--val-every", "3", "--progress", "false", "--report", "false", "--save-every", "0"]

@@ -36,7 +36,8 @@ from spine import ROOT, publish  # noqa: E402
 import unetkit  # noqa: E402
 from unetkit.data.dataset import load_spec, read_instances  # noqa: E402
 from unetkit.data.io import atomic_write, read_image  # noqa: E402
-from unetkit.instances import MIN_SIZE, probabilities_to_instances, three_class_target  # noqa: E402
+from unetkit.inference.options import MIN_SIZE  # noqa: E402
+from unetkit.instances import probabilities_to_instances, three_class_target  # noqa: E402
 from unetkit.metrics.instances import average_precision  # noqa: E402
 
 DSB = ROOT / "examples" / "dsb2018" / "dataset.yaml"

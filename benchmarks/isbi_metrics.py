@@ -39,7 +39,7 @@ def main() -> int:
     train = meta["train_config"]
 
     t0 = time.monotonic()
-    r = unetkit.evaluate(model=model, data=ISBI, split="val", metrics="pixel,boundary,isbi", report=args.report, progress=False)
+    r = unetkit.evaluate(model=model, data=ISBI, split="val", metrics="pixel,boundary,isbi", report_dir=args.report, progress=False)
     seconds = time.monotonic() - t0
     isbi = r["isbi"]
     t = isbi["thresholds"]

@@ -36,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from spine import publish
 
-from unetkit.demo import synthetic_cells
+from unetkit.data.synthetic import synthetic_cells
 from unetkit.engine.checkpoint import save_checkpoint
 from unetkit.models.unet import UNet
 

@@ -50,7 +50,7 @@ def main() -> int:
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
     t0 = time.monotonic()
-    demo = run_demo(out / "demo", progress=False)
+    demo = run_demo(out=str(out / "demo"), progress=False)
     demo_seconds = time.monotonic() - t0
 
     if not ISBI.parent.joinpath(*[".."] * 3, "shared", "data", "isbi2012").resolve().is_dir():

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from unetkit.demo import make_dataset
+from unetkit.data.synthetic import make_dataset
 
 SHARED_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
 

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from unetkit.cli import main
-from unetkit.demo import make_dataset, synthetic_cells
+from unetkit.data.synthetic import make_dataset, synthetic_cells
 
 from tests.conftest import TINY_MODEL
 
@@ -279,7 +279,7 @@ def test_evaluate_bad_predictions(tiny_data, tmp_path, capsys):
     expect_error(capsys, ["evaluate", "--pred", str(preds), "--truth", str(tiny_data)], "differs from its truth", ["cells_000.png"])
     for i, shape in enumerate([(64, 48), (40, 72)] * 3):
         Image.fromarray(np.full(shape, 7, np.uint8)).save(preds / f"cells_{i:03d}.png")
-    expect_error(capsys, ["evaluate", "--pred", str(preds), "--truth", str(tiny_data), "--json", str(tmp_path / "m.json")], "class index 7", ["cells_000.png"])
+    expect_error(capsys, ["evaluate", "--pred", str(preds), "--truth", str(tiny_data), "--json-path", str(tmp_path / "m.json")], "class index 7", ["cells_000.png"])
     assert not (tmp_path / "m.json").exists()
     expect_error(capsys, ["evaluate", "--pred", str(tmp_path / "nothing"), "--truth", str(tiny_data)], "predictions folder not found")
     expect_error(capsys, ["evaluate", "--pred", str(preds), "--truth", str(tmp_path / "nothing")], "nothing")

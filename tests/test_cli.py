@@ -14,7 +14,7 @@ from PIL import Image
 
 from unetkit.cli import main
 from unetkit.data.io import read_mask_raw
-from unetkit.demo import synthetic_cells
+from unetkit.data.synthetic import synthetic_cells
 from unetkit.metrics import confusion_matrix, scores
 
 from tests.conftest import TINY_MODEL
@@ -65,11 +65,11 @@ def test_predict_any_size_with_all_outputs(run, tmp_path):
 
 def test_evaluate_model_and_saved_predictions_agree(run, tiny_data, tmp_path):
     a = tmp_path / "a.json"
-    assert main(["evaluate", "--model", str(run / "best.pt"), "--data", str(tiny_data), "--json", str(a), "--no-progress"]) == 0
+    assert main(["evaluate", "--model", str(run / "best.pt"), "--data", str(tiny_data), "--json-path", str(a), "--no-progress"]) == 0
     preds = tmp_path / "preds"
     assert main(["predict", "--model", str(run / "best.pt"), str(tiny_data / "images"), "--out", str(preds), "--no-progress"]) == 0
     b = tmp_path / "b.json"
-    assert main(["evaluate", "--pred", str(preds), "--truth", str(tiny_data / "masks"), "--json", str(b), "--report", str(tmp_path / "rep")]) == 0
+    assert main(["evaluate", "--pred", str(preds), "--truth", str(tiny_data / "masks"), "--json-path", str(b), "--report-dir", str(tmp_path / "rep")]) == 0
     ra, rb = json.loads(a.read_text()), json.loads(b.read_text())
     for key in ("dice", "iou", "precision", "recall", "pixel_accuracy"):
         assert set(ra[key]) >= {"background", "foreground", "mean"}

@@ -97,7 +97,7 @@ def test_training_writes_the_validation_report_and_evaluate_reads_the_run(tiny_d
     # the same model through the CLI, with a chosen metric set
     rep = tmp_path / "rep"
     code = main(["evaluate", "--model", str(out / "best.pt"), "--data", str(tiny_data), "--metrics", "pixel,instances",
-                 "--json", str(tmp_path / "e.json"), "--report", str(rep), "--no-progress"])
+                 "--json-path", str(tmp_path / "e.json"), "--report-dir", str(rep), "--no-progress"])
     assert code == 0
     e = json.loads((tmp_path / "e.json").read_text())
     assert e["metrics"] == ["pixel", "instances"] and len(e["per_image"]) == 6 and "ap" in e["per_image"][0]

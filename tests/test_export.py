@@ -18,9 +18,11 @@ from PIL import Image
 import unetkit
 from unetkit.cli import main
 from unetkit.data.io import read_image, read_mask_raw
-from unetkit.demo import synthetic_cells
-from unetkit.exporting import TraceableUNet, export_model, geometry
+from unetkit.data.synthetic import synthetic_cells
+from unetkit.exporting import export_model, geometry
+from unetkit.inference.options import InferenceOptions
 from unetkit.inference.predictor import Segmenter, TorchForward
+from unetkit.loading import load_segmenter
 from unetkit.models.config import ModelConfig, input_size_for_output, stride
 from unetkit.models.unet import UNet
 
@@ -71,7 +73,7 @@ def _segmenter(config: ModelConfig) -> Segmenter:
 )
 def test_onnx_graph_matches_pytorch_on_any_valid_size_and_batch(config, tmp_path):
     seg = _segmenter(config)
-    out = export_model(seg, tmp_path / "m.onnx")
+    out = export_model(seg, tmp_path / "m.onnx", "onnx", 512)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["image"] and [o.name for o in session.get_outputs()] == ["logits"]
     assert session.get_inputs()[0].shape == ["batch", config.in_channels, "height", "width"]
@@ -86,12 +88,14 @@ def test_onnx_graph_matches_pytorch_on_any_valid_size_and_batch(config, tmp_path
         assert np.abs(got - want).max() < 1e-4
 
 
-def test_traceable_unet_is_the_same_function():
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace")
+def test_traced_unet_is_the_same_function():
     net = UNet(ModelConfig(in_channels=1, num_classes=2, base_channels=4, depth=4)).eval()
-    assert TraceableUNet(net).margins == [8, 32, 80]  # the paper's network crops 8, 32, 80, 176
+    assert [up.margin for up in net.up] == [8, 32, 80]  # the paper's network crops 8, 32, 80, 176
     x = torch.randn(2, 1, 108 + 8 * 3, 108)
     with torch.no_grad():
-        torch.testing.assert_close(TraceableUNet(net)(x), net(x), rtol=0, atol=0)
+        traced = torch.jit.trace(net, torch.randn(1, 1, 108, 108))  # traced on another size: every size stays symbolic
+        torch.testing.assert_close(traced(x), net(x), rtol=0, atol=0)
 
 
 def test_metadata_holds_what_predict_needs(run):
@@ -109,19 +113,24 @@ def test_metadata_holds_what_predict_needs(run):
     dims = [[d.dim_param or d.dim_value for d in t.type.tensor_type.shape.dim] for t in (model.graph.input[0], model.graph.output[0])]
     assert dims == [["batch", 1, "height", "width"], ["batch", 2, "out_height", "out_width"]]
     seg = unetkit.load(run / "model.onnx", tile=None)
-    assert seg.tile == 512 and seg.model is None and seg.classes == ckpt_meta["classes"] and seg.config.depth == 3
+    assert seg.options.tile == 512 and seg.model is None and seg.classes == ckpt_meta["classes"] and seg.config.depth == 3
 
 
 def test_predict_parity_with_pytorch(run, images):
     """Max |logit difference| < 1e-4 in fp32 and identical masks, through the same overlap-tile code."""
-    torch_seg = Segmenter.from_checkpoint(run / "exp" / "best.pt", precision="fp32", tile=260)
+    torch_seg = load_segmenter(run / "exp" / "best.pt", InferenceOptions(precision="fp32", tile=260))
     onnx_seg = unetkit.load(run / "model.onnx", tile=260, precision="fp32")
     for path in images:
         image = read_image(path)
         a, b = torch_seg.logits(image), onnx_seg.logits(image)  # 3 x 3 tiles in batches of 4, the last one partial
         assert a.shape == b.shape == (2, *image.shape[:2])
         assert np.abs(a - b).max() < 1e-4, path
-        np.testing.assert_array_equal(a.argmax(0), b.argmax(0), err_msg=str(path))
+        # identical masks wherever the decision is not a tie within that tolerance (oneDNN's channels_last training is
+        # not bit-reproducible, so the fixture's model now and then has a pixel whose two logits differ by < 1e-4)
+        top2 = np.sort(a, axis=0)[-2:]  # (2, H, W)
+        decided = top2[1] - top2[0] > 2e-4
+        np.testing.assert_array_equal(a.argmax(0)[decided], b.argmax(0)[decided], err_msg=str(path))
+        assert decided.mean() > 0.999, path
 
 
 def test_cli_predict_with_onnx_writes_the_same_files(run, images, tmp_path):
@@ -198,7 +207,7 @@ def test_export_replaces_an_existing_file_atomically(run, tmp_path):
     out.write_bytes(b"old")
     assert main(["export", "--model", str(run / "exp" / "best.pt"), "--out", str(out), "--tile", "510"]) == 0
     assert onnx.load(out).producer_name == "unetkit"
-    assert unetkit.load(out, tile=None).tile == 508  # rounded down to a valid size, 44 + 4k
+    assert unetkit.load(out, tile=None).options.tile == 508  # rounded down to a valid size, 44 + 4k
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]  # no temporary file left behind
 
 

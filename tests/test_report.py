@@ -45,7 +45,7 @@ def predictions(tiny_data, tmp_path_factory):
 @pytest.fixture(scope="module")
 def report(tiny_data, predictions, tmp_path_factory):
     folder = tmp_path_factory.mktemp("report")
-    result = unetkit.evaluate(pred=predictions, truth=tiny_data, report=folder, metrics="pixel,boundary,isbi,instances", progress=False)
+    result = unetkit.evaluate(pred=predictions, truth=tiny_data, report_dir=folder, metrics="pixel,boundary,isbi,instances", progress=False)
     return folder, result
 
 

@@ -8,20 +8,21 @@ import pytest
 import unetkit
 from tests.conftest import TINY_MODEL
 from unetkit.cli import main
-from unetkit.config import dump_config, make_config
-from unetkit.engine.trainer import write_csv, write_status
+from unetkit.config import make_config
+from unetkit.engine.run_folder import RunFolder
 from unetkit.errors import UnetkitError
 
 
 def make_run(folder, status="done", scores=(), **options):
     """A run folder as train leaves it: config.yaml, metrics.csv with (val_dice, val_iou) per epoch, status.json."""
     folder.mkdir(parents=True)
-    dump_config(make_config(data="data/cells", out=str(folder), **options), folder / "config.yaml")
+    run = RunFolder(folder)
+    run.write_config(make_config(data="data/cells", out=str(folder), **options))
     rows = [{"epoch": e, "step": 10 * e, "time_s": 60.0 * e, "lr": 0.001, "train_loss": 0.5, "val_dice": d, "val_iou": i, "val_pixel_accuracy": ""}
             for e, (d, i) in enumerate(scores, start=1)]  # fmt: skip
     if rows:
-        write_csv(folder / "metrics.csv", rows)
-    write_status(folder, status=status)
+        run.write_metrics(rows)
+    run.write_status(status=status)
 
 
 @pytest.fixture

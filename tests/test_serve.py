@@ -20,9 +20,10 @@ from PIL import Image
 
 import unetkit
 from unetkit.cli import main
-from unetkit.demo import synthetic_cells
+from unetkit.data.synthetic import synthetic_cells
 from unetkit.report import overlay
-from unetkit.server.core import InferencePool, Limits, RequestError, class_areas, decode_upload, sniff
+from unetkit.commands import Limits
+from unetkit.server.core import InferencePool, RequestError, class_areas, decode_upload, sniff
 
 from tests.conftest import TINY_MODEL
 
@@ -82,7 +83,7 @@ def model(tiny_data, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(model):
-    proc, url = start_server(model, "--max-upload-mb", "1", "--max-pixels", "300000", "--workers", "2")
+    proc, url = start_server(model, "--max-upload-mb", "1", "--max-pixels", "300000", "--jobs", "2")
     yield proc, url
     out = stop_server(proc)
     assert "Application shutdown complete" in out  # a graceful stop on SIGTERM (uvicorn then re-raises it: exit -15)
@@ -132,8 +133,8 @@ def test_class_areas_count_every_class():
     assert [(a["name"], a["pixels"], a["fraction"], a["color"]) for a in areas] == [("bg", 2, 2 / 6, [0, 0, 0]), ("a", 0, 0.0, [1, 2, 3]), ("b", 4, 4 / 6, [4, 5, 6])]
 
 
-def test_pool_admits_workers_plus_queue_then_refuses():
-    pool = InferencePool(workers=1, max_queue=2)
+def test_pool_admits_jobs_plus_queue_then_refuses():
+    pool = InferencePool(jobs=1, max_queue=2)
     for _ in range(3):
         pool.admit()
     with pytest.raises(RequestError, match="busy") as error:
@@ -149,7 +150,7 @@ def test_pool_admits_workers_plus_queue_then_refuses():
     pool.shutdown()
 
 
-@pytest.mark.parametrize("option, value", [("max_upload_mb", 0), ("max_pixels", 0), ("workers", 0), ("max_queue", -1)])
+@pytest.mark.parametrize("option, value", [("max_upload_mb", 0), ("max_pixels", 0), ("jobs", 0), ("max_queue", -1)])
 def test_limits_refuse_nonsense(option, value):
     with pytest.raises(unetkit.UnetkitError, match=f"--{option.replace('_', '-')} must be"):
         Limits(**{option: value})
@@ -163,7 +164,7 @@ def test_health_describes_the_model_and_limits(server, model):
     info = httpx.get(f"{url}/health").json()
     assert info["status"] == "ok" and info["model"] == model.name and info["backend"] == "onnxruntime"
     assert info["classes"] == ["background", "foreground"] and info["in_channels"] == 1 and info["busy"] == 0
-    assert info["limits"] == {"max_upload_mb": 1.0, "max_pixels": 300000, "workers": 2, "max_queue": 32}
+    assert info["limits"] == {"max_upload_mb": 1.0, "max_pixels": 300000, "jobs": 2, "max_queue": 32}
 
 
 def test_listens_on_loopback_only(server):
@@ -289,8 +290,8 @@ def test_serve_refuses_bad_options(model, capsys):
         port = taken.getsockname()[1]
         assert main(["serve", "--model", str(model), "--port", str(port)]) == 2
         assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
-    assert main(["serve", "--model", str(model), "--workers", "0"]) == 2
-    assert "--workers must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["serve", "--model", str(model), "--jobs", "0"]) == 2
+    assert "--jobs must be >= 1, got 0" in capsys.readouterr().err
     assert main(["serve", "--model", str(model.parent / "missing.onnx")]) == 2
     assert "missing.onnx: ONNX model not found" in capsys.readouterr().err
 
@@ -299,11 +300,12 @@ def test_serve_refuses_bad_options(model, capsys):
 def test_create_app_serves_a_checkpoint_in_process(model, cells):
     from fastapi.testclient import TestClient
 
-    from unetkit.inference.predictor import Segmenter
+    from unetkit.inference.options import InferenceOptions
+    from unetkit.loading import load_segmenter
     from unetkit.server.app import create_app
 
-    seg = Segmenter.from_checkpoint(model.parent / "exp" / "best.pt", precision="fp32")
-    with TestClient(create_app(seg, Limits(workers=1, max_queue=0), name="best.pt")) as client:
+    seg = load_segmenter(model.parent / "exp" / "best.pt", InferenceOptions(precision="fp32"))
+    with TestClient(create_app(seg, Limits(jobs=1, max_queue=0), name="best.pt")) as client:
         assert client.get("/health").json()["backend"] == "pytorch"
         r = client.post("/predict", files={"file": ("cells.png", png(cells), "image/png")})
         assert r.status_code == 200

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import unetkit
-from unetkit.demo import synthetic_cells
+from unetkit.data.synthetic import synthetic_cells
 
 from tests.conftest import TINY_MODEL
 from tests.test_serve import png, start_server, stop_server

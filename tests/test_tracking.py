@@ -11,7 +11,7 @@ import unetkit
 from tests.conftest import TINY_MODEL
 from unetkit.cli import main
 from unetkit.config import make_config
-from unetkit.engine.trainer import load_split
+from unetkit.engine.training_data import load_split
 from unetkit.errors import UnetkitError
 from unetkit.tracking import MLflowLogger, TensorBoardLogger, centre_crop, sample_panel, scalar_tags
 

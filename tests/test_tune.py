@@ -13,7 +13,10 @@ from optuna.trial import TrialState  # noqa: E402
 
 import unetkit  # noqa: E402
 from tests.conftest import TINY_MODEL  # noqa: E402
-from unetkit import tuning  # noqa: E402
+from unetkit.tuning import results as tune_results  # noqa: E402
+from unetkit.tuning import space as tune_space  # noqa: E402
+from unetkit.tuning import study as tune_study  # noqa: E402
+from unetkit.tuning import trial as tune_trial  # noqa: E402
 from unetkit.cli import main  # noqa: E402
 from unetkit.errors import UnetkitError  # noqa: E402
 
@@ -22,7 +25,7 @@ FIXED = dict(TINY_MODEL, epochs=2, steps_per_epoch=2)
 
 
 def load(out):
-    return optuna.load_study(study_name=tuning.STUDY, storage=f"sqlite:///{out / 'study.db'}")
+    return optuna.load_study(study_name=tune_study.STUDY, storage=f"sqlite:///{out / 'study.db'}")
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +89,7 @@ def test_interrupted_trial_is_repeated_once(tiny_data, tmp_path):
     unetkit.tune(data=tiny_data, trials=1, time=10, space=space, out=out, verbose=False, **fixed)
     study = load(out)
     stale = study.ask()  # as if the process running this trial had been killed
-    tuning.suggest(stale, "lr", space["lr"])
+    tune_space.suggest(stale, "lr", space["lr"])
     unetkit.tune(data=tiny_data, trials=2, time=10, space=space, out=out, verbose=False, **fixed)
     trials = sorted(load(out).trials, key=lambda t: t.number)
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
@@ -96,16 +99,14 @@ def test_interrupted_trial_is_repeated_once(tiny_data, tmp_path):
 
 
 def test_failed_trial_is_recorded_and_the_search_goes_on(tiny_data, tmp_path, monkeypatch):
-    import unetkit.api
+    real_train = tune_trial.train
 
-    real_train = unetkit.api.train
-
-    def train(**options):  # trial 0 (the defaults, lr 1e-3) trains; any other learning rate "diverges"
-        if options["lr"] != 0.001:
+    def train(cfg, **kwargs):  # trial 0 (the defaults, lr 1e-3) trains; any other learning rate "diverges"
+        if cfg.lr != 0.001:
             raise UnetkitError("loss became nan at epoch 1, step 2")
-        return real_train(**options)
+        return real_train(cfg, **kwargs)
 
-    monkeypatch.setattr(unetkit.api, "train", train)
+    monkeypatch.setattr(tune_trial, "train", train)
     out = tmp_path / "search"
     result = unetkit.tune(data=tiny_data, trials=2, time=10, out=out, verbose=False, **dict(FIXED, epochs=1, steps_per_epoch=1))
     assert (result.complete, result.failed, result.best_trial) == (1, 1, 0)
@@ -121,7 +122,7 @@ class PruneAfterTrial0(optuna.pruners.BasePruner):
 
 
 def test_pruned_trial_is_recorded_in_its_run_folder(tiny_data, tmp_path, monkeypatch):
-    monkeypatch.setattr(tuning, "make_pruner", lambda name: PruneAfterTrial0())
+    monkeypatch.setattr(tune_study, "make_pruner", lambda name: PruneAfterTrial0())
     out = tmp_path / "search"
     result = unetkit.tune(data=tiny_data, trials=2, time=10, out=out, verbose=False, **FIXED)
     assert (result.complete, result.pruned, result.best_trial) == (1, 1, 0)
@@ -143,7 +144,7 @@ def test_prune_callback_reports_each_validated_epoch():
             return self.prune
 
     trial = Trial()
-    cb = tuning.PruneOnDice(trial)
+    cb = tune_trial.PruneOnDice(trial)
     cb.on_epoch_end({"epoch": 1, "val_dice": ""}, None)  # not validated this epoch
     cb.on_epoch_end({"epoch": 2, "val_dice": 0.5}, None)
     assert trial.reports == [(0.5, 2)]
@@ -191,21 +192,21 @@ def test_malformed_space_is_refused_naming_the_key(tmp_path, text, message):
     path = tmp_path / "space.yaml"
     path.write_text(text)
     with pytest.raises(UnetkitError, match=message):
-        tuning.load_space(path)
+        tune_space.load_space(path)
 
 
 def test_space_numbers_written_without_a_dot_are_numbers():
-    assert tuning.check_space({"lr": {"type": "float", "low": "1e-4", "high": 0.01, "log": True}}, "x") == {
+    assert tune_space.check_space({"lr": {"type": "float", "low": "1e-4", "high": 0.01, "log": True}}, "x") == {
         "lr": {"type": "float", "low": 0.0001, "high": 0.01, "log": True}
     }
-    assert tuning.load_space.__doc__ and tuning.contains({"type": "int", "low": 16, "high": 48, "step": 8}, 32)
-    assert not tuning.contains({"type": "int", "low": 16, "high": 48, "step": 8}, 36)
+    assert tune_space.load_space.__doc__ and tune_space.contains({"type": "int", "low": 16, "high": 48, "step": 8}, 32)
+    assert not tune_space.contains({"type": "int", "low": 16, "high": 48, "step": 8}, 36)
 
 
 def test_docs_show_the_default_space():
     doc = (Path(__file__).resolve().parents[1] / "docs" / "tuning.md").read_text()
     block = doc.split("### The default space")[1].split("```yaml\n")[1].split("```")[0]
-    assert tuning.check_space(yaml.safe_load(block), "docs/tuning.md") == tuning.DEFAULT_SPACE
+    assert tune_space.check_space(yaml.safe_load(block), "docs/tuning.md") == tune_space.DEFAULT_SPACE
 
 
 def test_cli_errors_are_one_line(tiny_data, tmp_path, capsys):
@@ -222,6 +223,6 @@ def test_cli_errors_are_one_line(tiny_data, tmp_path, capsys):
 def test_importances_plot_with_enough_trials(tmp_path):
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     study.optimize(lambda t: t.suggest_float("lr", 1e-4, 1e-2, log=True) * 10 + (t.suggest_categorical("loss", ["ce", "dice"]) == "ce"), n_trials=8)
-    assert tuning.plot_study(study, tmp_path) == []
+    assert tune_results.plot_study(study, tmp_path) == []
     for name in ("history.png", "importances.png"):
         assert Image.open(tmp_path / name).size == (700, 400)

@@ -11,14 +11,35 @@ The public API::
     unetkit.serve("model.onnx", port=8000)
     search = unetkit.tune(data="data/", trials=12, time=60, out="runs/tune")
     table = unetkit.runs("runs", sort="dice")
+
+Names are loaded on first use (PEP 562), so ``import unetkit`` and ``unetkit --help`` do not import
+PyTorch; ``unetkit.train`` and the others import what they need when first touched.
 """
 
-__version__ = "0.1.0"
+import importlib
 
-from unetkit.api import check, evaluate, export, load, predict, runs, serve, train, tune  # noqa: E402
-from unetkit.errors import UnetkitError  # noqa: E402
-from unetkit.recipes import recipe  # noqa: E402
-from unetkit.models.config import ModelConfig  # noqa: E402
-from unetkit.models.unet import UNet
+from unetkit.errors import UnetkitError
+from unetkit.version import __version__
 
-__all__ = ["UNet", "ModelConfig", "UnetkitError", "train", "load", "predict", "evaluate", "check", "export", "serve", "recipe", "tune", "runs", "__version__"]
+# public name -> the module that defines it
+_HOMES = {
+    "train": "unetkit.api", "load": "unetkit.api", "predict": "unetkit.api", "evaluate": "unetkit.evaluation",
+    "check": "unetkit.api", "export": "unetkit.api", "serve": "unetkit.api",
+    "tune": "unetkit.tuning", "runs": "unetkit.runlist", "recipe": "unetkit.recipes",
+    "UNet": "unetkit.models.unet", "ModelConfig": "unetkit.models.config",
+}
+
+__all__ = ["UNet", "ModelConfig", "UnetkitError", "train", "load", "predict", "evaluate", "check", "export", "serve", "recipe",
+           "tune", "runs", "__version__"]
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'unetkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

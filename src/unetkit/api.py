@@ -1,36 +1,49 @@
-"""The public API. Each CLI command is a thin call of one function here, with the same option names."""
+"""The public API: train, load, predict, check, export, serve (``evaluate`` is :func:`unetkit.evaluation.evaluate`).
+
+Each function takes the typed options of :mod:`unetkit.commands` as keyword arguments (checked, with the
+defaults stated there once) and is the command of the same name (``unetkit COMMAND``). Workflows that
+compose these functions sit above this module: :mod:`unetkit.tuning`, :mod:`unetkit.recipes`,
+:mod:`unetkit.demo`.
+"""
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from unetkit.config import make_config
+from unetkit.checking import diagnose
+from unetkit.commands import CheckOptions, ExportOptions, Limits, PredictOptions, ServeOptions, TrainRun
 from unetkit.data.io import IMAGE_EXTENSIONS, probe_image, read_image, write_png, write_tiff
-from unetkit.engine.trainer import TrainResult
+from unetkit.engine.launcher import launch
+from unetkit.engine.resume import resolve_run
+from unetkit.engine.trainer import TrainResult, train as run
 from unetkit.errors import UnetkitError
-from unetkit.evaluation import evaluate  # noqa: F401 - public as unetkit.evaluate
 from unetkit.exporting import export_model
-from unetkit.inference.predictor import DEFAULT_TILE, Segmenter, as_segmenter, mask_dtype, softmax
-from unetkit.inference.stream import is_zarr, predict_stream, stream_targets
-from unetkit.instances import MIN_SIZE, SEED_THRESHOLD, model_target, write_instances
-from unetkit.runlist import runs  # noqa: F401 - public as unetkit.runs
-from unetkit.server import Limits
-from unetkit.tuning import tune  # noqa: F401 - public as unetkit.tune
+from unetkit.inference.options import InferenceOptions
+from unetkit.inference.predictor import Segmenter, probabilities_to_mask
+from unetkit.inference.sources import is_zarr
+from unetkit.inference.stream import predict_stream, stream_targets
+from unetkit.instances import model_target, write_instances
+from unetkit.loading import load_segmenter
+from unetkit.report import overlay as draw_overlay
+from unetkit.tracking import run_callbacks
+
+TRAIN_RUN = tuple(f.name for f in fields(TrainRun))
 
 
-def train(config: str | Path | None = None, resume: str | Path | None = None, force: bool = False, callbacks=(),
-          nproc: int | None = None, max_restarts: int = 0, **options) -> TrainResult:
-    """Train a U-Net; options are those of ``unetkit.config.TrainConfig`` (``unetkit train --help``).
+def train(callbacks=(), **options) -> TrainResult:
+    """Train a U-Net; options are those of :class:`~unetkit.config.TrainConfig` and :class:`~unetkit.commands.TrainRun`
+    (``unetkit train --help``).
 
     Args:
+        callbacks: Objects with hooks of :class:`unetkit.engine.callbacks.Callback` (trackers, search pruning).
         config: A YAML file of options; ``options`` override it.
         resume: A run folder to continue from its ``last.pt`` (full state: weights, optimizer, RNG,
             position in the epoch); ``options`` may change the budget or learning rate.
         force: Resume even a run that stopped on a non-finite loss with the same learning rate.
-        callbacks: Objects with hooks of :class:`unetkit.engine.callbacks.Callback` (trackers, search pruning).
         nproc: Train in this many local processes under torchrun (DistributedDataParallel; global batch
             ``nproc x batch_size``); None = in this process, or as one rank when torchrun started it.
         max_restarts: With ``nproc``: times torchrun restarts all workers after a failure; they resume
@@ -39,32 +52,29 @@ def train(config: str | Path | None = None, resume: str | Path | None = None, fo
     Example:
         >>> unetkit.train(data="data/", out="runs/exp1", time=10, base_channels=32)
     """
-    from unetkit.engine import distributed
-    from unetkit.engine.trainer import resume_config
-    from unetkit.engine.trainer import train as run
-    from unetkit.tracking import trackers
-
-    if nproc is not None or max_restarts:
-        return distributed.launch(config, resume, force, callbacks, nproc, max_restarts, options)
-    resume, config = distributed.resume_after_restart(resume, config, options)  # torchrun --max-restarts
-    if resume is not None:
-        if config is not None:
-            raise UnetkitError("--resume takes the run's own config.yaml; drop --config (flags may still override options)")
-        cfg, state = resume_config(resume, force=force, **options)
-    else:
-        cfg, state = make_config(config, **options), None
-    with trackers(cfg) as loggers:  # --log tensorboard,mlflow; closed also when the run fails or is pruned
-        return run(cfg, resume=state, callbacks=[*callbacks, *loggers])
+    start = TrainRun.build("train", **{k: options.pop(k) for k in TRAIN_RUN if k in options})
+    config, resume, force, nproc, max_restarts = start.config, start.resume, start.force, start.nproc, start.max_restarts
+    if nproc is not None or max_restarts:  # each worker takes its callbacks from run_callbacks, named for the job file
+        factory = f"{run_callbacks.__module__}:{run_callbacks.__qualname__}"
+        return launch(config, resume, force, callbacks, nproc, max_restarts, options, callbacks_factory=factory)
+    cfg, state = resolve_run(config, resume, force, options)
+    with run_callbacks(cfg, callbacks) as hooks:  # the end-of-run report, yours, then --log's trackers (closed also on failure)
+        return run(cfg, resume=state, callbacks=hooks)
 
 
-def load(model: str | Path, device: str = "auto", tile: int = DEFAULT_TILE, batch_size: int = 4, precision: str = "auto",
-         backend: str = "torch", int8: bool = False, calibration: str | Path | None = None) -> Segmenter:
+def load(model: str | Path | Segmenter, **options) -> Segmenter:
     """Load a checkpoint (``best.pt``/``last.pt``) or an exported ``.onnx`` model as a :class:`Segmenter` ready to predict.
 
-    ``backend="onnxruntime"`` runs a checkpoint through ONNX Runtime (exported once, cached); ``int8`` also
-    quantises it, calibrated on ``calibration`` (default: its training data) and refused when that costs
-    more than 0.005 mean Dice there. See :mod:`unetkit.inference.quantize`."""
-    return as_segmenter(model, device, tile=tile, batch_size=batch_size, precision=precision, backend=backend, int8=int8, calibration=calibration)
+    ``options`` are those of :class:`~unetkit.inference.options.InferenceOptions` (tile, batch_size, device,
+    precision, backend, int8, calibration). ``backend="onnxruntime"`` runs a checkpoint through ONNX Runtime
+    (exported once, cached); ``int8`` also quantises it, calibrated on ``calibration`` (default: its training
+    data) and refused when that costs more than 0.005 mean Dice there. See :mod:`unetkit.quantize`.
+
+    Example:
+        >>> seg = unetkit.load("runs/exp1/best.pt", tile=256)  # doctest: +SKIP
+        >>> mask = seg.predict_mask(image)  # doctest: +SKIP
+    """
+    return load_segmenter(model, InferenceOptions.build("load", **options))
 
 
 def _inputs(inputs: list[str | Path]) -> list[tuple[str, Path]]:
@@ -90,32 +100,10 @@ def _inputs(inputs: list[str | Path]) -> list[tuple[str, Path]]:
     return found
 
 
-def predict(
-    model: str | Path | Segmenter,
-    inputs: list[str | Path] | str | Path,
-    out: str | Path,
-    tile: int = DEFAULT_TILE,
-    batch_size: int = 4,
-    probabilities: bool = False,
-    overlay: bool = False,
-    instances: bool = False,
-    min_size: int = MIN_SIZE,
-    seed_threshold: float = SEED_THRESHOLD,
-    fill_holes: bool = True,
-    device: str = "auto",
-    precision: str = "auto",
-    backend: str = "torch",
-    int8: bool = False,
-    calibration: str | Path | None = None,
-    progress: bool = True,
-    stream: str = "auto",
-    pyramid: bool = False,
-    nodata_class: int = 255,
-    dask: str | None = None,
-    dask_workers: int = 0,
-) -> list[Path]:
+def predict(model: str | Path | Segmenter, inputs: list[str | Path] | str | Path, out: str | Path, **options) -> list[Path]:
     """Segment images of any size with overlap-tile inference and write the results.
 
+    ``options`` are those of :class:`~unetkit.commands.PredictOptions` (``unetkit predict --help``).
     For each input ``name``: ``out/name.png`` (class indices, the input's size); with ``probabilities``
     ``out/name_prob.tif`` (float32, (C, H, W)); with ``overlay`` ``out/name_overlay.png``. Inputs are
     image files or folders (searched recursively; sub-folders are kept in ``out``).
@@ -137,57 +125,56 @@ def predict(
     Returns:
         The files written.
     """
-    from unetkit.report import overlay as draw_overlay
-
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
-    items = _inputs(inputs)
-    out = Path(out)
-    for item in map(Path, inputs):
-        if item.is_dir() and (out.resolve() == item.resolve() or item.resolve() in out.resolve().parents):
-            raise UnetkitError(f"--out {out} is inside the input folder {item}; predictions would mix with the images, choose another --out")
+    o = PredictOptions.build("predict", model=model, inputs=inputs, out=out, **options)
+    items, out = _inputs(inputs), Path(out)
+    _refuse_output_in_inputs(inputs, out)
     for _, path in items:  # every input is checked before any output is written
         if not is_zarr(path):
             probe_image(path)
-    streamed = stream_targets(items, out, stream)  # {key: output file} of the inputs to stream
-    if streamed and (overlay or instances):
+    streamed = stream_targets(items, out, o.stream)  # {key: output file} of the inputs to stream
+    if streamed and (o.overlay or o.instances):
         raise UnetkitError(f"{next(iter(streamed.values()))} is streamed; --overlay and --instances need an image that fits in memory (pass --stream never)")
-    seg = as_segmenter(model, device, tile=tile, batch_size=batch_size, precision=precision, backend=backend, int8=int8, calibration=calibration)
-    kind = model_target(seg.meta, str(model) if isinstance(model, (str, Path)) else "the model") if instances else None  # refuses models that cannot give objects
+    seg = load_segmenter(model, InferenceOptions.pick(o))
+    kind = model_target(seg.meta, str(model) if isinstance(model, (str, Path)) else "the model") if o.instances else None  # refuses models that cannot give objects
     written: list[Path] = []
-    for key, path in tqdm(items, desc="predict", unit="img", disable=not progress or len(items) < 2):
+    for key, path in tqdm(items, desc="predict", unit="img", disable=not o.progress or len(items) < 2):
         if key in streamed:
-            written += predict_stream(seg, path, streamed[key], probabilities, pyramid, nodata_class, dask, dask_workers, progress)
-            continue
-        image = read_image(path)
-        seg.check_image(image, str(path))
-        probs = softmax(seg.logits(image))  # (K, H, W)
-        mask = probs.argmax(0).astype(mask_dtype(probs.shape[0]))
-        target = out / f"{key}.png"
-        write_png(target, mask)
-        written.append(target)
-        if probabilities:
-            written.append(out / f"{key}_prob.tif")
-            write_tiff(written[-1], probs.astype(np.float32))
-        if overlay:
-            written.append(out / f"{key}_overlay.png")
-            write_png(written[-1], draw_overlay(image, mask, seg.colors, seg.classes))
-        if instances:
-            written += write_instances(out, key, probs, kind, seed_threshold, min_size, fill_holes)
+            written += predict_stream(seg, path, streamed[key], o.probabilities, o.pyramid, o.nodata_class, o.dask, o.dask_workers, o.progress)
+        else:
+            written += _predict_image(seg, path, out, key, o, kind)
     return written
 
 
-def check(
-    data: str | Path,
-    mask_mode: str = "auto",
-    preview: str | Path | None = None,
-    preview_count: int = 12,
-    weights: str | Path | None = None,
-    weight_w0: float = 10.0,
-    weight_sigma: float = 5.0,
-    progress: bool = True,
-) -> dict:
+def _refuse_output_in_inputs(inputs: list, out: Path) -> None:
+    for item in map(Path, inputs):
+        if item.is_dir() and (out.resolve() == item.resolve() or item.resolve() in out.resolve().parents):
+            raise UnetkitError(f"--out {out} is inside the input folder {item}; predictions would mix with the images, choose another --out")
+
+
+def _predict_image(seg: Segmenter, path: Path, out: Path, key: str, o: PredictOptions, kind: str | None) -> list[Path]:
+    """Predict one image that fits in memory and write its mask and the extra outputs ``o`` asks for."""
+    image = read_image(path)
+    seg.check_image(image, str(path))
+    probs = seg.predict_proba(image)  # (K, H, W)
+    mask = probabilities_to_mask(probs)
+    written = [out / f"{key}.png"]
+    write_png(written[-1], mask)
+    if o.probabilities:
+        written.append(out / f"{key}_prob.tif")
+        write_tiff(written[-1], probs.astype(np.float32))
+    if o.overlay:
+        written.append(out / f"{key}_overlay.png")
+        write_png(written[-1], draw_overlay(image, mask, seg.colors, seg.classes))
+    if o.instances:
+        written += write_instances(out, key, probs, kind, o.seed_threshold, o.min_size, o.fill_holes)
+    return written
+
+
+def check(data: str | Path, **options) -> dict:
     """Check a data set before training and report every problem, not just the first.
 
+    ``options`` are those of :class:`~unetkit.commands.CheckOptions` (``unetkit check --help``).
     Reports pairs found, images without mask and masks without image, size mismatches, unreadable
     files, bit depth and channels per image, the mask encoding with the values found, class pixel
     frequencies with suggested class weights, and empty masks. Each problem is one entry
@@ -209,25 +196,18 @@ def check(
         >>> report["usable"], report["mask_mode"], report["suggested_class_weights"]  # doctest: +SKIP
         (True, 'binary', [2.27, 0.64])
     """
-    from unetkit.data.doctor import diagnose
+    o = CheckOptions.build("check", data=data, **options)
+    return diagnose(o.data, o.mask_mode, o.preview, o.preview_count, o.weights, o.weight_w0, o.weight_sigma, o.progress)
 
-    return diagnose(data, mask_mode, preview, preview_count, weights, weight_w0, weight_sigma, progress)
 
-
-def export(model: str | Path, out: str | Path, format: str = "onnx", tile: int = DEFAULT_TILE) -> Path:
+def export(model: str | Path, out: str | Path, **options) -> Path:
     """Export a checkpoint as an ONNX graph (or TorchScript module) that carries its own preprocessing.
 
-    The file holds the normalisation, classes and colours, padding mode and valid input sizes, the
-    recommended ``tile`` and the unetkit version, so ``unetkit predict --model model.onnx`` gives the
-    checkpoint's results with ONNX Runtime, and so does a program with only onnxruntime and numpy
-    (docs/deploy.md). Batch, height and width are dynamic. The file is checked against PyTorch before
-    it is written (atomically). See :func:`unetkit.exporting.export_model`.
-
-    Args:
-        model: A run's ``best.pt`` or ``last.pt``.
-        out: The file to write, ``.onnx`` for ONNX (e.g. ``.torchscript`` for TorchScript).
-        format: ``"onnx"`` or ``"torchscript"``.
-        tile: Recommended input tile size stored in the file (default 512).
+    ``options`` are those of :class:`~unetkit.commands.ExportOptions` (``format``, ``tile``). The file holds
+    the normalisation, classes and colours, padding mode and valid input sizes, the recommended ``tile``
+    and the unetkit version, so ``unetkit predict --model model.onnx`` gives the checkpoint's results with
+    ONNX Runtime, and so does a program with only onnxruntime and numpy (docs/deploy.md). Batch, height and
+    width are dynamic. The file is checked against PyTorch before it is written (atomically).
 
     Returns:
         ``out``.
@@ -236,48 +216,26 @@ def export(model: str | Path, out: str | Path, format: str = "onnx", tile: int =
         >>> unetkit.export("runs/exp1/best.pt", "model.onnx")  # doctest: +SKIP
         >>> unetkit.predict("model.onnx", ["scans/"], out="preds/")  # doctest: +SKIP
     """
-    return export_model(model, out, format=format, tile=tile)
+    o = ExportOptions.build("export", model=model, out=out, **options)
+    return export_model(model, o.out, format=o.format, tile=o.tile)
 
 
-def serve(
-    model: str | Path | Segmenter,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    max_upload_mb: float = Limits.max_upload_mb,
-    max_pixels: int = Limits.max_pixels,
-    workers: int = Limits.workers,
-    max_queue: int = Limits.max_queue,
-    tile: int = DEFAULT_TILE,
-    batch_size: int = 4,
-    device: str = "auto",
-    precision: str = "auto",
-    backend: str = "torch",
-    int8: bool = False,
-    calibration: str | Path | None = None,
-) -> None:
+def serve(model: str | Path | Segmenter, **options) -> None:
     """Serve a model over HTTP until interrupted: ``POST /predict``, ``GET /health`` and a web page at ``/``.
 
+    ``options`` are those of :class:`~unetkit.commands.ServeOptions` (``unetkit serve --help``).
     ``POST /predict`` takes an image (multipart field ``file``, or the raw body) and answers with the
     class-index mask as PNG (``?format=png``, the default), the overlay (``?format=overlay``) or JSON
     with the per-class areas and, for models that give objects, the instances (``?format=json``).
-    Bad uploads get a 4xx with a one-line reason; at most ``workers`` images are segmented at once and
+    Bad uploads get a 4xx with a one-line reason; at most ``jobs`` images are segmented at once and
     ``max_queue`` more wait, beyond which requests get 503. See docs/deploy.md.
-
-    Args:
-        model: A checkpoint, an exported ``.onnx`` file, or a :class:`Segmenter`.
-        host: Interface to listen on; the default, loopback, is reachable from this machine only.
-        port: TCP port.
-        max_upload_mb: Largest upload in MB (default 32).
-        max_pixels: Largest image in pixels, height x width (default 4096 x 4096).
-        workers: Images segmented at the same time (default 1).
-        max_queue: Requests that may wait for a worker (default 32).
-        tile, batch_size, device, precision: As for :func:`predict`.
 
     Example:
         >>> unetkit.serve("model.onnx", port=8000)  # doctest: +SKIP
     """
-    from unetkit.server.app import run_server
+    from unetkit.server.app import run_server  # FastAPI and uvicorn: the [serve] extra
 
-    limits = Limits(max_upload_mb=max_upload_mb, max_pixels=max_pixels, workers=workers, max_queue=max_queue)
-    seg = as_segmenter(model, device, tile=tile, batch_size=batch_size, precision=precision, backend=backend, int8=int8, calibration=calibration)
-    run_server(seg, limits, host, port, name=Path(model).name if isinstance(model, (str, Path)) else "model")
+    o = ServeOptions.build("serve", model=model, **options)
+    limits = Limits.pick(o)
+    seg = load_segmenter(model, InferenceOptions.pick(o))
+    run_server(seg, limits, o.host, o.port, name=Path(model).name if isinstance(model, (str, Path)) else "model")

@@ -7,71 +7,70 @@ to the run folder as ``config.yaml``.
 
 from __future__ import annotations
 
-import difflib
-import types
-import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import yaml
 
+from unetkit.data.augmentation import AUGMENT_OPTIONS, AUGMENTS, Augmentation, resolve_augment
+from unetkit.data.modes import MASK_MODES, TARGETS
 from unetkit.errors import UnetkitError
-
+from unetkit.files import atomic_write
+from unetkit.models.config import NORMS, PADDINGS, UP_MODES, ModelConfig
+from unetkit.options import PRECISIONS, Options, check_keys, opt
 
 # Model presets: "cpu" is sized for a few CPU cores (docs/benchmarks.md, cpu-speed); "paper" is Ronneberger et al. 2015.
 MODEL_SIZES = {
     "cpu": {"base_channels": 32, "depth": 4, "patch_size": 128},
     "paper": {"base_channels": 64, "depth": 5, "patch_size": 388},
 }
+LOSSES = ("ce", "dice", "ce+dice", "weighted-ce", "weighted-ce+dice")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("none", "poly", "cosine", "plateau")
+LR_SCALINGS = ("none", "linear", "sqrt")
+TRACKERS = ("tensorboard", "mlflow")
 
 
-def opt(default, help: str, choices: tuple | None = None):  # noqa: A002 - "help" reads best here
-    meta = {"help": help, "choices": choices}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-@dataclass
-class TrainConfig:
+@dataclass(kw_only=True)
+class TrainConfig(Options):
     """Every training option. The CLI flag of ``foo_bar`` is ``--foo-bar``."""
 
     # data
     data: str = opt("", "training data: a folder with images/ and masks/, or a dataset.yaml")
     val: str | None = opt(None, "validation data (folder or dataset.yaml); default: the yaml's val split, else --val-fraction")
     val_fraction: float = opt(0.2, "share of the training pairs held out for validation when --val is not given")
-    mask_mode: str = opt("auto", "how masks encode classes", ("auto", "index", "binary", "color", "instances"))
+    mask_mode: str = opt("auto", "how masks encode classes", MASK_MODES)
     target: str = opt("semantic", "what the network learns: semantic = the mask's classes; instances = background, interior and "
-                      "the boundary where objects touch, from instance masks, so predict --instances can separate them", ("semantic", "instances"))
+                      "the boundary where objects touch, from instance masks, so predict --instances can separate them", TARGETS)
     boundary_width: int = opt(2, "--target instances: object pixels within this many pixels of another object are boundary")
     out: str = opt("runs/exp", "run folder for checkpoints, config.yaml, metrics.csv and curves.png")
     # model (see unetkit.models.unet.ModelConfig)
     model_size: str = opt("cpu", "preset for base_channels, depth and patch_size: cpu = 32, 4, 128 (learns ISBI 2012 in ~15 min on 2 "
                           "cores); paper = 64, 5, 388 (the 2015 paper's network and 572-pixel tiles)", tuple(MODEL_SIZES))
-    base_channels: int | None = opt(None, "feature maps at the first level, doubled per level (default: the --model-size preset's; paper: 64)")
-    depth: int | None = opt(None, "levels of the U-Net, i.e. depth-1 poolings (default: the --model-size preset's; paper: 5)")
-    padding: str = opt("valid", "valid: unpadded convs as in the paper; same: padded", ("valid", "same"))
-    norm: str = opt("none", "normalisation after each conv", ("none", "batch", "group", "instance"))
+    base_channels: int | None = opt(None, "feature maps at the first level, doubled per level (default: the --model-size preset's; paper: 64)", low=1)
+    depth: int | None = opt(None, "levels of the U-Net, i.e. depth-1 poolings (default: the --model-size preset's; paper: 5)", low=1)
+    padding: str = opt("valid", "valid: unpadded convs as in the paper; same: padded", PADDINGS)
+    norm: str = opt("none", "normalisation after each conv", NORMS)
     sync_bn: bool = opt(False, "with --norm batch under several processes (torchrun, --nproc): batch statistics of the global batch "
                         "(synchronised batch norm) instead of each process's own patches")
     dropout: float = opt(0.0, "dropout at the end of the contracting path (paper: 0.5)")
-    up_mode: str = opt("transposed", "up-sampling: 2x2 up-conv (paper) or bilinear + 1x1 conv", ("transposed", "bilinear"))
+    up_mode: str = opt("transposed", "up-sampling: 2x2 up-conv (paper) or bilinear + 1x1 conv", UP_MODES)
     # optimisation
-    epochs: int | None = opt(None, "number of epochs (default 50 unless --time is given)")
+    epochs: int | None = opt(None, "number of epochs (default 50 unless --time is given)", low=1)
     time: float | None = opt(None, "time budget in minutes; training stops cleanly within it")
     steps_per_epoch: int | None = opt(None, "optimizer steps per epoch (default: enough patches to cover the training pixels once, at least 10)")
-    batch_size: int = opt(4, "patches per optimizer step")
-    patch_size: int | None = opt(None, "output size of a training patch in pixels, valid mode adds the context around it (default: the --model-size preset's)")
-    optimizer: str = opt("adam", "optimizer (sgd uses the paper's momentum 0.99)", ("sgd", "adam", "adamw"))
+    batch_size: int = opt(4, "patches per optimizer step", low=1)
+    patch_size: int | None = opt(None, "output size of a training patch in pixels, valid mode adds the context around it (default: the --model-size preset's)", low=1)
+    optimizer: str = opt("adam", "optimizer (sgd uses the paper's momentum 0.99)", OPTIMIZERS)
     lr: float | None = opt(None, "learning rate (default: 1e-3 for adam/adamw, 1e-2 for sgd)")
     lr_scaling: str = opt("none", "learning rate under W processes, whose global batch is W x batch_size: none = --lr as given; "
-                          "linear = --lr x W (Goyal et al. 2017, for SGD); sqrt = --lr x sqrt(W) (often better for Adam)", ("none", "linear", "sqrt"))
+                          "linear = --lr x W (Goyal et al. 2017, for SGD); sqrt = --lr x sqrt(W) (often better for Adam)", LR_SCALINGS)
     momentum: float = opt(0.99, "SGD momentum (paper: 0.99)")
     weight_decay: float = opt(0.0, "weight decay (adamw: decoupled)")
-    schedule: str = opt("cosine", "learning-rate schedule", ("none", "poly", "cosine", "plateau"))
-    loss: str = opt("ce+dice", "training loss; weighted-ce uses the paper's border weight map", ("ce", "dice", "ce+dice", "weighted-ce", "weighted-ce+dice"))
+    schedule: str = opt("cosine", "learning-rate schedule", SCHEDULES)
+    loss: str = opt("ce+dice", "training loss; weighted-ce uses the paper's border weight map", LOSSES)
     class_weights: list[float] | None = opt(None, "cross-entropy weight per class, e.g. [1, 3]")
-    augment: str = opt("light", "augmentation preset: none; light (flips, 90-degree rotations); paper (light + elastic deformation + gray values); strong (paper + rotation, scale, gamma, noise, blur)", ("none", "light", "paper", "strong"))
+    augment: str = opt("light", "augmentation preset: none; light (flips, 90-degree rotations); paper (light + elastic deformation + gray values); strong (paper + rotation, scale, gamma, noise, blur)", AUGMENTS)
     flip_rotate: bool | None = opt(None, "random flips and 90-degree rotations (default: the preset's)")
     hflip: bool | None = opt(None, "random left-right flips only, for images with an up direction such as street scenes; "
                              "use with --flip-rotate false (default: off)")
@@ -89,13 +88,13 @@ class TrainConfig:
     weight_sigma: float = opt(5.0, "weighted-ce: width sigma in pixels of the border term (paper: 5)")
     workers: int = opt(1, "processes that sample and augment patches beside the training step (0: in the training process)")
     # validation, runtime
-    val_every: int = opt(1, "validate every N epochs (whole images, tiled like predict)")
-    tile: int = opt(512, "input tile size for validation inference")
+    val_every: int = opt(1, "validate every N epochs (whole images, tiled like predict)", low=1)
+    tile: int = opt(512, "input tile size for validation inference", low=1)
     seed: int = opt(0, "random seed: the same seed and data give the same run")
     deterministic: bool = opt(False, "use only deterministic algorithms, so a resumed run ends bit-identical to an uninterrupted one (with --epochs)")
     save_every: float = opt(10.0, "also save the full training state every N minutes within an epoch (0: only at epoch ends)")
     device: str = opt("auto", "auto (cuda if available), cpu, cuda or cuda:N")
-    precision: str = opt("auto", "arithmetic: fp32, or bf16/fp16 autocast with fp32 master weights; auto = bf16 where it measurably beats fp32 here", ("auto", "fp32", "bf16", "fp16"))
+    precision: str = opt("auto", "arithmetic: fp32, or bf16/fp16 autocast with fp32 master weights; auto = bf16 where it measurably beats fp32 here", ("auto", *PRECISIONS))
     threads: int | None = opt(None, "CPU threads for torch (default: torch's choice)")
     channels_last: bool = opt(True, "NHWC memory layout on the CPU: faster convolutions (docs/benchmarks.md); off under --deterministic")
     compile: bool = opt(False, "torch.compile the model: about a minute of compiling first, then faster steps (pays for runs of 10+ minutes)")
@@ -103,28 +102,22 @@ class TrainConfig:
     report: bool = opt(True, "at the end, evaluate best.pt on the validation set into an HTML report in RUN_DIR/report")
     # experiment tracking (unetkit.tracking)
     log: list[str] | None = opt(None, "experiment trackers, off by default: tensorboard (RUN_DIR/tensorboard), mlflow; "
-                                "several comma-separated", ("tensorboard", "mlflow"))
+                                "several comma-separated", TRACKERS)
     mlflow_uri: str | None = opt(None, "--log mlflow: tracking URI, e.g. http://host:5000 (default: a SQLite store in RUN_DIR/mlflow)")
 
     def __post_init__(self) -> None:
-        if isinstance(self.log, str):  # a YAML string such as "tensorboard,mlflow"
-            self.log = [name.strip() for name in self.log.split(",") if name.strip()]
+        if self.model_size in MODEL_SIZES:
+            for name, value in MODEL_SIZES[self.model_size].items():  # the preset fills what was not given
+                if getattr(self, name) is None:
+                    setattr(self, name, value)
+        super().__post_init__()  # choices and bounds of every field; "a,b" names as a list
         self.log = list(self.log or [])
-        for f in fields(self):
-            choices = f.metadata.get("choices")
-            value = getattr(self, f.name)
-            for v in value if isinstance(value, list) else [value]:  # a list option with choices: each item
-                if choices and v not in choices:
-                    raise UnetkitError(f"{f.name}={v!r} is not one of {', '.join(choices)}")
-        for name, value in MODEL_SIZES[self.model_size].items():  # the preset fills what was not given
-            if getattr(self, name) is None:
-                setattr(self, name, value)
-        for name in ("batch_size", "patch_size", "val_every", "tile", "base_channels", "depth"):
-            if getattr(self, name) < 1:
-                raise UnetkitError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.epochs is not None and self.epochs < 1:
-            raise UnetkitError(f"epochs must be >= 1, got {self.epochs}")
-        if self.time is not None and self.time <= 0:
+        self._check_ranges()
+        self.augmentation()  # refuses bad augmentation values
+
+    def _check_ranges(self) -> None:
+        """The checks that involve more than one option, or bounds that need their own words."""
+        if self.time is not None and not self.time > 0:
             raise UnetkitError(f"time must be a positive number of minutes, got {self.time}")
         if not 0.0 < self.val_fraction < 1.0:
             raise UnetkitError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
@@ -138,9 +131,6 @@ class TrainConfig:
             raise UnetkitError(f"boundary_width must be >= 1 pixel, got {self.boundary_width}")
         if self.weight_w0 < 0 or self.weight_sigma <= 0:
             raise UnetkitError(f"weight_w0 must be >= 0 and weight_sigma > 0, got {self.weight_w0} and {self.weight_sigma}")
-        from unetkit.data.augment import AUGMENT_OPTIONS, resolve_augment
-
-        resolve_augment(self.augment, **{k: getattr(self, k) for k in AUGMENT_OPTIONS})  # refuses bad values
 
     @property
     def resolved_lr(self) -> float:
@@ -155,27 +145,14 @@ class TrainConfig:
             return self.epochs
         return None if self.time is not None else 50
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def augmentation(self) -> Augmentation:
+        """The ``augment`` preset with the augmentation options that were given."""
+        return resolve_augment(self.augment, **{k: getattr(self, k) for k in AUGMENT_OPTIONS})
 
-
-def field_type(f) -> type:
-    """The scalar type of a config field (``int | None`` -> int; ``list[float]`` -> list)."""
-    hint = typing.get_type_hints(TrainConfig)[f.name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        hint = args[0]
-    return list if typing.get_origin(hint) is list else hint
-
-
-def check_keys(keys, where: str) -> None:
-    """Raise UnetkitError for keys that are not config options, suggesting the closest one."""
-    names = [f.name for f in fields(TrainConfig)]
-    for key in keys:
-        if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; options are: {', '.join(names)}"
-            raise UnetkitError(f"{where}: unknown option {key!r}{hint}")
+    def model_config(self, in_channels: int, num_classes: int) -> ModelConfig:
+        """The network these options describe, for data of ``in_channels`` and ``num_classes``."""
+        model_fields = ("base_channels", "depth", "padding", "norm", "dropout", "up_mode")
+        return ModelConfig(in_channels=in_channels, num_classes=num_classes, **{k: getattr(self, k) for k in model_fields})
 
 
 def load_config_file(path: str | Path) -> dict:
@@ -189,7 +166,7 @@ def load_config_file(path: str | Path) -> dict:
         raise UnetkitError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise UnetkitError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
-    check_keys(data, str(path))
+    check_keys(TrainConfig, data, str(path))
     return data
 
 
@@ -198,7 +175,7 @@ def make_config(config_file: str | Path | None = None, **overrides) -> TrainConf
     values: dict = {}
     if config_file is not None:
         values.update(load_config_file(config_file))
-    check_keys(overrides, "argument")
+    check_keys(TrainConfig, overrides, "argument")
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return TrainConfig(**values)
@@ -209,11 +186,10 @@ def make_config(config_file: str | Path | None = None, **overrides) -> TrainConf
 def dump_config(config: TrainConfig, path: str | Path, notes: dict | None = None) -> None:
     """Write the resolved configuration as YAML (atomically); ``notes`` (values resolved at run time, such as
     the global batch) follow as comments, so the file still loads with ``--config``."""
-    from unetkit.data.io import atomic_write
-
     text = yaml.safe_dump(config.to_dict(), sort_keys=False)
     if notes:
         text += "# resolved at run time, not options:\n" + "".join(f"# {line}" for line in yaml.safe_dump(notes, sort_keys=False).splitlines(True))
     with atomic_write(path) as tmp:
         Path(tmp).write_text(text)
+
 

@@ -18,16 +18,19 @@ from tqdm.auto import tqdm
 
 from unetkit.data.dataset import IGNORE, DataSpec, Pair, decode_mask, load_spec, read_instances, read_pair
 from unetkit.data.io import atomic_write, read_image, read_mask_raw
+from unetkit.commands import METRIC_GROUPS, EvaluateOptions
 from unetkit.errors import UnetkitError
-from unetkit.inference.predictor import DEFAULT_TILE, Segmenter, as_segmenter, softmax
-from unetkit.instances import MIN_SIZE, SEED_THRESHOLD, model_target, probabilities_to_instances, segment_instances
+from unetkit.inference.options import InferenceOptions
+from unetkit.inference.predictor import Segmenter, probabilities_to_mask
+from unetkit.instances import model_target, probabilities_to_instances, segment_instances
+from unetkit.loading import load_segmenter
 from unetkit.metrics import confusion_matrix, scores
 from unetkit.metrics.boundary import boundary_counts, boundary_f1, hd95
 from unetkit.metrics.instances import AP_THRESHOLDS, aggregated_jaccard, average_precision, split_merge_counts
 from unetkit.metrics.isbi import THRESHOLDS, components, isbi_counts, isbi_errors
+from unetkit.report import ReportWriter
 
 #: Metric families ``--metrics`` can name.
-METRIC_GROUPS = ("pixel", "boundary", "isbi", "instances")
 #: Images drawn in a report; the per-image table lists them all.
 REPORT_IMAGES = 100
 
@@ -184,9 +187,9 @@ def model_samples(seg: Segmenter, spec: DataSpec, pairs: list[Pair], groups: tup
     for index, pair in enumerate(tqdm(pairs, desc="evaluate", unit="img", disable=not progress or len(pairs) < 2)):
         image, mask = read_pair(pair, spec)
         seg.check_image(image, str(pair.image))
-        probs = softmax(seg.logits(image))  # (K, H, W)
+        probs = seg.predict_proba(image)  # (K, H, W)
         foreground = 1.0 - probs[0] if target == "instances" else probs[1]  # isbi: binary data only
-        pred = (foreground > 0.5).astype(np.int64) if target == "instances" else probs.argmax(0).astype(np.int64)
+        pred = (foreground > 0.5).astype(np.int64) if target == "instances" else probabilities_to_mask(probs).astype(np.int64)
         objects = None
         if "instances" in groups and (target == "instances" or len(probs) == 2):
             objects = probabilities_to_instances(probs, target, **(post or {}))[0]
@@ -251,8 +254,6 @@ def file_samples(pred_dir: Path, spec: DataSpec, groups: tuple[str, ...], images
 def run_evaluation(samples: Iterable[Sample], classes: list[str], colors: list, groups: tuple[str, ...], tolerance: float = 2.0,
                    json_path: str | Path | None = None, report: str | Path | None = None, curves: Path | None = None) -> dict:
     """Score ``samples``; write the JSON and the HTML report when asked. Returns the result."""
-    from unetkit.report import ReportWriter
-
     writer = ReportWriter(report, classes, colors) if report is not None else None
     stats = []
     for sample in samples:
@@ -270,31 +271,11 @@ def run_evaluation(samples: Iterable[Sample], classes: list[str], colors: list, 
     return result
 
 
-def evaluate(
-    model: str | Path | Segmenter | None = None,
-    data: str | Path | None = None,
-    pred: str | Path | None = None,
-    truth: str | Path | None = None,
-    json_path: str | Path | None = None,
-    report: str | Path | None = None,
-    split: str | None = None,
-    run: str | Path | None = None,
-    metrics: str | list[str] | None = None,
-    tolerance: float = 2.0,
-    instances: bool = False,
-    min_size: int = MIN_SIZE,
-    seed_threshold: float = SEED_THRESHOLD,
-    fill_holes: bool = True,
-    tile: int = DEFAULT_TILE,
-    batch_size: int = 4,
-    device: str = "auto",
-    precision: str = "auto",
-    backend: str = "torch",
-    int8: bool = False,
-    calibration: str | Path | None = None,
-    progress: bool = True,
-) -> dict:
+def evaluate(**options) -> dict:
     """Score a model on a labelled data set (``model`` + ``data``) or saved predictions (``pred`` + ``truth``).
+
+    ``options`` are those of :class:`~unetkit.commands.EvaluateOptions` (``unetkit evaluate --help``); the
+    model runs as its :class:`~unetkit.inference.options.InferenceOptions` say.
 
     Args:
         metrics: Families to compute (``"pixel,boundary,isbi,instances"`` or a list). Default: pixel
@@ -307,7 +288,7 @@ def evaluate(
             ``target="instances"`` is scored against the data's two classes by its foreground.
         tolerance: Boundary F1 tolerance in pixels (default 2).
         json_path: Write the whole result here as JSON.
-        report: Write an HTML report into this folder (``index.html`` and its PNGs).
+        report_dir: Write an HTML report into this folder (``index.html`` and its PNGs).
         run: Run folder whose ``curves.png`` goes into the report (default: the model's folder).
         split: A split of the data set's yaml (e.g. ``val``).
 
@@ -324,32 +305,34 @@ def evaluate(
     Example:
         >>> unetkit.evaluate(model="runs/exp1/best.pt", data="data/", split="val", metrics="pixel,isbi")["isbi"]
     """
-    post = {"min_size": min_size, "seed_threshold": seed_threshold, "fill_holes": fill_holes}
-    if model is not None and data is not None and pred is None and truth is None:
-        seg = as_segmenter(model, device, tile=tile, batch_size=batch_size, precision=precision, backend=backend, int8=int8, calibration=calibration)
-        spec = load_spec(data, split=split)
-        classes, colors, groups = model_scoring(seg, spec, metrics, instances, str(data))
-        if run is None and isinstance(model, (str, Path)):
-            run = Path(model).parent
-        samples = model_samples(seg, spec, spec.pairs, groups, report is not None, progress, post)
-    elif pred is not None and truth is not None and model is None and data is None:
-        spec = _truth_spec(truth)
-        groups = resolve_metrics(metrics, spec.classes)
-        if instances and "instances" not in groups:
+    o = EvaluateOptions.build("evaluate", **options)
+    post = {"min_size": o.min_size, "seed_threshold": o.seed_threshold, "fill_holes": o.fill_holes}
+    report, run = o.report_dir, o.run
+    if o.model is not None and o.data is not None and o.pred is None and o.truth is None:
+        seg = load_segmenter(o.model, InferenceOptions.pick(o))
+        spec = load_spec(o.data, split=o.split)
+        classes, colors, groups = model_scoring(seg, spec, o.metrics, o.instances, str(o.data))
+        if run is None and isinstance(o.model, (str, Path)):
+            run = Path(o.model).parent
+        samples = model_samples(seg, spec, spec.pairs, groups, report is not None, o.progress, post)
+    elif o.pred is not None and o.truth is not None and o.model is None and o.data is None:
+        spec = _truth_spec(o.truth)
+        groups = resolve_metrics(o.metrics, spec.classes)
+        if o.instances and "instances" not in groups:
             groups = resolve_metrics([*groups, "instances"], spec.classes)
-        samples = file_samples(Path(pred), spec, groups, report is not None, post)
+        samples = file_samples(Path(o.pred), spec, groups, report is not None, post)
         classes, colors = spec.classes, spec.colors
     else:
         raise UnetkitError("evaluate needs either --model with --data, or --pred with --truth")
     curves = Path(run) / "curves.png" if run is not None else None
-    return run_evaluation(samples, list(classes), list(colors), groups, tolerance, json_path, report, curves)
+    return run_evaluation(samples, list(classes), list(colors), groups, o.tolerance, o.json_path, report, curves)
 
 
-def validation_report(run_dir: str | Path, spec: DataSpec, pairs: list[Pair], device: str = "auto", tile: int = DEFAULT_TILE,
-                      batch_size: int = 4, precision: str = "fp32", progress: bool = False) -> Path:
-    """Evaluate ``run_dir/best.pt`` on the validation ``pairs`` into ``run_dir/report`` (as training does at its end)."""
+def validation_report(run_dir: str | Path, spec: DataSpec, pairs: list[Pair], options: InferenceOptions, progress: bool) -> Path:
+    """Evaluate ``run_dir/best.pt`` on the validation ``pairs`` into ``run_dir/report`` (as training does at its end),
+    running the model as ``options`` say."""
     run_dir = Path(run_dir)
-    seg = Segmenter.from_checkpoint(run_dir / "best.pt", device=device, tile=tile, batch_size=batch_size, precision=precision)
+    seg = load_segmenter(run_dir / "best.pt", options)
     classes, colors, groups = model_scoring(seg, spec, None, False, str(run_dir))
     samples = model_samples(seg, spec, pairs, groups, True, progress)
     run_evaluation(samples, classes, colors, groups, report=run_dir / "report", curves=run_dir / "curves.png")

@@ -9,9 +9,11 @@ ONNX files carry it as the JSON string ``metadata_props["unetkit"]``; TorchScrip
 file ``unetkit.json``. Input ``image`` is (batch, C, height, width) float32, already normalised;
 output ``logits`` is (batch, K, height - context, width - context); all three sizes are dynamic.
 
-The graph is traced with PyTorch's TorchScript-based ONNX exporter (``dynamo=False``). The
-``torch.export``-based one also works on this network, but takes 5-25 s for a tiny model where this
-takes 0.2 s, and names the output sizes ``8*s56 - 92``; both agree with PyTorch to ~1e-5.
+The graph is :meth:`UNet.forward <unetkit.models.unet.UNet.forward>` itself, traced with PyTorch's
+TorchScript-based ONNX exporter (``dynamo=False``): its skip crops are constant margins, so the trace
+keeps every size symbolic. The ``torch.export``-based exporter also works on this network, but takes
+5-25 s for a tiny model where this takes 0.2 s, and names the output sizes ``8*s56 - 92``; both agree
+with PyTorch to ~1e-5.
 """
 
 from __future__ import annotations
@@ -23,72 +25,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from unetkit.data.io import atomic_write
 from unetkit.engine.checkpoint import load_checkpoint
+from unetkit.commands import EXPORT_FORMATS
 from unetkit.errors import UnetkitError
-from unetkit.inference.predictor import DEFAULT_TILE, Segmenter
+from unetkit.inference.onnx_backend import EXPORT_VERSION, INPUT, META_KEY, OUTPUT
+from unetkit.inference.predictor import Segmenter
 from unetkit.inference.tiling import largest_valid_at_most
 from unetkit.models.config import ModelConfig, context, input_size_for_output, stride
 from unetkit.models.unet import UNet
+from unetkit.version import __version__
 
-FORMATS = ("onnx", "torchscript")
-#: The metadata key of ONNX files and the extra file of TorchScript ones.
-META_KEY = "unetkit"
-#: Version of the exported layout (input/output names, metadata keys); readers refuse newer ones.
-EXPORT_VERSION = 1
 OPSET = 17
-INPUT, OUTPUT = "image", "logits"
-
-
-class TraceableUNet(nn.Module):
-    """The same computation as ``UNet.forward``, written so that tracing keeps every size symbolic.
-
-    ``UNet.forward`` checks the input size and crops skip connections with Python integers, which a
-    tracer freezes to the example's size: the graph would then only run on that size. In valid mode
-    the crop of each skip connection is a constant margin whatever the input size (8, 32, 80, 176
-    pixels for the paper's network), so it is measured once and applied as a slice from both ends.
-    """
-
-    def __init__(self, net: UNet) -> None:
-        super().__init__()
-        self.net = net.eval()
-        c = net.config
-        self.margins: list[int] = []  # skip size - up-sampled size, deepest level first
-        with torch.no_grad():  # one pass records the margins (2 x 2 at the bottom: instance norm needs > 1 pixel)
-            x = torch.zeros(1, c.in_channels, *(2 * [input_size_for_output(2 * stride(c.depth), c.depth, c.padding)]))
-            skips = self._down(x)
-            x = skips.pop()
-            for up, skip in zip(net.up, reversed(skips)):
-                y = up.up(x)
-                self.margins.append(skip.shape[-1] - y.shape[-1])
-                x = up.conv(torch.cat([_crop(skip, self.margins[-1]), y], dim=1))
-
-    def _down(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The contracting path: the feature map of each level, the bottom (after dropout) last."""
-        net, feats = self.net, []
-        for i, block in enumerate(net.down):
-            x = block(x if i == 0 else net.pool(feats[-1]))  # (N, w_i, h, w)
-            feats.append(x)
-        feats[-1] = net.dropout(feats[-1])
-        return feats
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = self._down(x)
-        x = skips.pop()  # (N, w_bottom, h, w)
-        for up, skip, margin in zip(self.net.up, reversed(skips), self.margins):
-            y = up.up(x)  # (N, C/2, 2h, 2w)
-            x = up.conv(torch.cat([_crop(skip, margin), y], dim=1))  # cat -> (N, C, 2h, 2w)
-        return self.net.head(x)  # (N, K, H_out, W_out)
-
-
-def _crop(x: torch.Tensor, margin: int) -> torch.Tensor:
-    """Remove ``margin`` pixels from the last two axes, ``margin // 2`` before and the rest after."""
-    if margin == 0:
-        return x
-    a, b = margin // 2, margin - margin // 2
-    return x[:, :, a:-b, a:-b]
 
 
 def geometry(config: ModelConfig) -> dict:
@@ -113,8 +62,6 @@ def geometry(config: ModelConfig) -> dict:
 
 def export_meta(meta: dict, config: ModelConfig, tile: int) -> dict:
     """The checkpoint's metadata plus the geometry, the recommended tile and the exporting version."""
-    from unetkit import __version__
-
     return {
         **meta,
         "model": config.to_dict(),
@@ -159,7 +106,7 @@ def _check_parity(name: str, reference: torch.Tensor, got: np.ndarray, out: Path
     return diff
 
 
-def export_model(model: str | Path | Segmenter, out: str | Path, format: str = "onnx", tile: int = DEFAULT_TILE) -> Path:
+def export_model(model: str | Path | Segmenter, out: str | Path, format: str, tile: int) -> Path:
     """Write a trained U-Net as an ONNX graph (or TorchScript module) with its metadata, atomically.
 
     The batch, height and width of the input are dynamic (any valid size, see :func:`geometry`). The
@@ -177,12 +124,12 @@ def export_model(model: str | Path | Segmenter, out: str | Path, format: str = "
         ``out``.
 
     Example:
-        >>> export_model("runs/exp1/best.pt", "model.onnx")  # doctest: +SKIP
+        >>> export_model("runs/exp1/best.pt", "model.onnx", "onnx", 512)  # doctest: +SKIP
         PosixPath('model.onnx')
     """
     out = Path(out)
-    if format not in FORMATS:
-        raise UnetkitError(f"format={format!r} is not one of {', '.join(FORMATS)}")
+    if format not in EXPORT_FORMATS:
+        raise UnetkitError(f"format={format!r} is not one of {', '.join(EXPORT_FORMATS)}")
     if (format == "onnx") != (out.suffix.lower() == ".onnx"):
         want = "end in .onnx" if format == "onnx" else "not end in .onnx (use e.g. model.torchscript)"
         raise UnetkitError(f"--out {out}: a {format} file should {want}; unetkit tells models apart by that suffix")
@@ -190,29 +137,26 @@ def export_model(model: str | Path | Segmenter, out: str | Path, format: str = "
         raise UnetkitError(f"tile must be >= 1 pixel, got {tile}")
     net, meta = _torch_model(model)
     meta = export_meta(meta, net.config, tile)
-    traceable = TraceableUNet(net)
     example, check = _example(net.config, 1), _example(net.config, 2, extra=1)
     with torch.no_grad():
-        reference = net(check)  # (2, K, h, w) from the real forward, not the traced one
+        reference = net(check)  # (2, K, h, w) in eager mode, on another size than the traced one
     if format == "onnx":
-        _export_onnx(traceable, example, check, reference, meta, out)
+        _export_onnx(net, example, check, reference, meta, out)
     else:
-        _export_torchscript(traceable, example, check, reference, meta, out)
+        _export_torchscript(net, example, check, reference, meta, out)
     return out
 
 
-def _export_onnx(module: TraceableUNet, example: torch.Tensor, check: torch.Tensor, reference: torch.Tensor, meta: dict, out: Path) -> None:
+def _export_onnx(module: UNet, example: torch.Tensor, check: torch.Tensor, reference: torch.Tensor, meta: dict, out: Path) -> None:
     try:
         import onnx
         import onnxruntime as ort
     except ImportError:
         raise UnetkitError("ONNX export needs onnx and onnxruntime: pip install 'unetkit[onnx]'") from None
-    from unetkit import __version__
-
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", DeprecationWarning)  # dynamo=False on purpose, see the module docstring
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # size checks frozen by tracing; the parity check below covers them
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # torch's norm layers check sizes in Python; the parity check covers them
         warnings.filterwarnings("ignore", "ONNX export mode is set to TrainingMode.EVAL")  # instance norm always uses the input's statistics
         torch.onnx.export(
             module, (example,), buffer, dynamo=False, opset_version=OPSET, input_names=[INPUT], output_names=[OUTPUT],
@@ -230,7 +174,7 @@ def _export_onnx(module: TraceableUNet, example: torch.Tensor, check: torch.Tens
         tmp.write_bytes(data)
 
 
-def _export_torchscript(module: TraceableUNet, example: torch.Tensor, check: torch.Tensor, reference: torch.Tensor, meta: dict, out: Path) -> None:
+def _export_torchscript(module: UNet, example: torch.Tensor, check: torch.Tensor, reference: torch.Tensor, meta: dict, out: Path) -> None:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated but TorchScript is what C++ and Java load
         warnings.simplefilter("ignore", torch.jit.TracerWarning)

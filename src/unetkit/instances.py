@@ -25,18 +25,19 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+from skimage.segmentation import watershed
 from tqdm.auto import tqdm
 
 from unetkit.data.dataset import DataSpec, Pair, read_instances
 from unetkit.data.io import atomic_write, write_tiff
+from unetkit.data.weights import balanced_class_weights, border_weight_map, class_pixel_counts
 from unetkit.errors import UnetkitError
+from unetkit.inference.options import MIN_SIZE, SEED_THRESHOLD
 
 #: The classes of ``target="instances"``, in channel order.
 INSTANCE_CLASSES = ("background", "interior", "boundary")
 INSTANCE_COLORS = ((0, 0, 0), (255, 255, 255), (230, 60, 60))
 BOUNDARY_WIDTH = 2  # pixels of an object this close to another object are boundary
-SEED_THRESHOLD = 0.7  # interior probability above which a pixel seeds an object
-MIN_SIZE = 16  # objects with fewer pixels are removed (the smallest DSB 2018 nucleus has 21)
 #: Columns of the per-object CSV; bounding boxes are half-open: rows min_row..max_row-1.
 OBJECT_COLUMNS = ("label", "area", "centroid_row", "centroid_col", "min_row", "min_col", "max_row", "max_col", "mean_probability")
 
@@ -117,8 +118,6 @@ def instance_weight_maps(labels: Sequence[np.ndarray], targets: Sequence[np.ndar
     Returns:
         One (H, W) float32 weight map per image.
     """
-    from unetkit.data.weights import balanced_class_weights, border_weight_map, class_pixel_counts
-
     if class_weights is None:
         counts = class_pixel_counts(targets, len(INSTANCE_CLASSES))
         background, objects = balanced_class_weights([counts[0], counts[1] + counts[2]])
@@ -176,8 +175,6 @@ def segment_instances(
     if interior is None:
         labels, count = ndimage.label(mask)
     else:
-        from skimage.segmentation import watershed
-
         interior = np.asarray(interior, np.float32)
         seeds, count = ndimage.label(mask & (interior > seed_threshold))
         labels = watershed(-interior, seeds, mask=mask)  # connectivity 1: floods 4-connected

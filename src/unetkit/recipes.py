@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from dataclasses import fields
 from time import monotonic
 from pathlib import Path
 
@@ -17,9 +18,20 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from unetkit.commands import RecipeOptions
+from unetkit.config import make_config
 from unetkit.data.dataset import DataSpec, load_spec, read_instances, read_pair
-from unetkit.data.io import atomic_write
+from unetkit.engine.run_folder import RunFolder
+from unetkit.engine.trainer import train
 from unetkit.errors import UnetkitError
+from unetkit.evaluation import evaluate
+from unetkit.files import atomic_write
+from unetkit.instances import probabilities_to_instances
+from unetkit.loading import load_segmenter
+from unetkit.report import colorize, to_display
+from unetkit.tracking import run_callbacks
+
+RECIPE_OPTIONS = tuple(f.name for f in fields(RecipeOptions))
 
 RECIPE_FILES = ("dataset.yaml", "config.yaml")
 
@@ -71,13 +83,12 @@ def figure(path: Path, rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]
         rows: ``(key, image, truth, prediction)``: (H, W, C) native image, (H, W) class indices (IGNORE
             shown black) or, with ``instances``, (H, W) object labels for truth and prediction.
     """
+    # matplotlib takes about a second to import: only a recipe's figure pays for it.
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
-
-    from unetkit.report import colorize, to_display
 
     height = max(r[1].shape[0] / r[1].shape[1] for r in rows)
     fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.5 * height * len(rows) + 0.6), dpi=72, squeeze=False)
@@ -109,10 +120,7 @@ def figure(path: Path, rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]
 
 def figure_rows(model: Path, spec: DataSpec, count: int) -> tuple[list, list[str], list, bool]:
     """Predictions of ``model`` on ``count`` images spread over the validation ``spec``, for :func:`figure`."""
-    from unetkit.api import load
-    from unetkit.instances import probabilities_to_instances
-
-    seg = load(model)
+    seg = load_segmenter(model)
     target = seg.meta.get("target", "semantic")
     step = max(len(spec.pairs) // count, 1)
     rows = []
@@ -141,17 +149,7 @@ def format_results(results: dict) -> str:
     return "\n".join(lines)
 
 
-def recipe(
-    recipe: str | Path,
-    data: str | Path | None = None,
-    out: str | Path | None = None,
-    time: float | None = None,
-    figure_path: str | Path | None = None,
-    figure_images: int = 3,
-    progress: bool = True,
-    command: str | None = None,
-    **options,
-) -> dict:
+def recipe(recipe: str | Path, **options) -> dict:
     """Train a recipe's configuration on its data set, score it on the validation split, draw a figure.
 
     Args:
@@ -164,14 +162,15 @@ def recipe(
         figure_images: Validation images in the figure.
         progress: Show progress bars.
         command: The command line that ran this, recorded in results.json.
-        **options: Other training options overriding the recipe's config (``unetkit train`` names).
+        **options: Those of :class:`~unetkit.commands.RecipeOptions` above; the others are training options
+            overriding the recipe's config (``unetkit train`` names).
 
     Returns:
         The content of ``out/results.json``: recipe, classes, training minutes, validation IoU/Dice per
         class and mean, instance scores for ``target: instances`` recipes, and the reproducing command.
     """
-    from unetkit.api import evaluate, train
-
+    o = RecipeOptions.build("recipe", recipe=recipe, **{k: options.pop(k) for k in RECIPE_OPTIONS if k in options})
+    data, out, time, progress, figure_path, command = o.data, o.out, o.time, o.progress, o.figure_path, o.command
     dataset, config = recipe_files(recipe)
     name = Path(recipe).resolve().name
     out = Path(out or Path("runs") / name)
@@ -182,14 +181,15 @@ def recipe(
     except UnetkitError as error:
         raise UnetkitError(f"{error} (recipe {recipe}: pass --data PATH where the {name} data set is)") from None
     started = monotonic()
-    result = train(config=config, data=str(dataset), out=str(out / "run"), time=time, progress=progress, report=False, **options)
+    cfg = make_config(config, data=str(dataset), out=str(out / "run"), time=time, progress=progress, report=False, **options)
+    with run_callbacks(cfg) as callbacks:  # the trackers of the recipe's --log, if any
+        result = train(cfg, callbacks=callbacks)
     train_minutes = result.seconds / 60
-    best = out / "run" / "best.pt"
-    target = yaml.safe_load((out / "run" / "config.yaml").read_text())["target"]  # as resolved, overrides included
-    scores = evaluate(model=best, data=dataset, split="val", json_path=out / "metrics.json", report=out / "report",
-                      instances=target == "instances", progress=progress)
+    best = RunFolder(cfg.out).best
+    scores = evaluate(model=best, data=dataset, split="val", json_path=out / "metrics.json", report_dir=out / "report",
+                      instances=cfg.target == "instances", progress=progress)
     val_spec = load_spec(dataset, split="val")
-    rows, classes, colors, instances = figure_rows(best, val_spec, figure_images)
+    rows, classes, colors, instances = figure_rows(best, val_spec, o.figure_images)
     figure(out / "figure.png", rows, classes, colors, instances)
     if figure_path is not None:
         Path(figure_path).parent.mkdir(parents=True, exist_ok=True)

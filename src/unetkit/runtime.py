@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 
 import torch
 
@@ -31,8 +32,6 @@ def _cpu_bf16_pays() -> bool:
     CPUs that advertise bf16 differ: with AMX it is several times faster, with AVX512-BF16 alone it can be
     slower than fp32 (docs/benchmarks.md). So it is measured, once per process (~0.2 s), not assumed.
     """
-    import time
-
     if not torch.backends.mkldnn.is_available() or not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return False
     conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(memory_format=torch.channels_last)

@@ -1,9 +1,13 @@
-"""Experiment tracking as training callbacks: TensorBoard and MLflow, off by default (``--log``).
+"""What a run records beyond its run folder, as training callbacks: the end-of-run validation report, and
+experiment tracking with TensorBoard and MLflow (off by default, ``--log``).
 
-``unetkit train --log tensorboard,mlflow`` (or ``log: [tensorboard, mlflow]`` in a config file) adds the
-loggers below to the run's callbacks; both libraries are optional extras, imported when a run asks for
-them. Each logger may also be passed to ``unetkit.train(callbacks=[...])`` directly.
+:func:`run_callbacks` gives the callbacks ``unetkit.train`` trains with: :class:`ValidationReport` (unless
+``report=false``), the caller's, and the loggers that ``--log tensorboard,mlflow`` (or ``log: [tensorboard,
+mlflow]`` in a config file) names. Both tracking libraries are optional extras, imported when a run asks
+for them. Each logger may also be passed to ``unetkit.train(callbacks=[...])`` directly.
 
+- :class:`ValidationReport` evaluates ``best.pt`` on the validation set into ``RUN_DIR/report`` when the
+  run finished (:func:`unetkit.evaluation.validation_report`).
 - :class:`TensorBoardLogger` writes ``RUN_DIR/tensorboard``: every number of the epoch's metrics row as a
   scalar (``train/loss``, ``train/lr``, ``val/dice``, ``val/dice_CLASS``, ...) at step = epoch, and a few
   validation images as input | truth | prediction panels (``samples/N``).
@@ -20,13 +24,18 @@ import contextlib
 import logging
 import sys
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
 from unetkit.engine.callbacks import Callback, TrainView
-from unetkit.errors import UnetkitError
+from unetkit.engine.run_folder import RunFolder
+from unetkit.errors import TrainingInterrupted, UnetkitError
+from unetkit.evaluation import validation_report
+from unetkit.inference.options import InferenceOptions
+from unetkit.inference.predictor import normalize, tiled_logits
+from unetkit.report import colorize, to_display
 
 SAMPLE_IMAGES = 3  # validation images drawn into TensorBoard each epoch
 SAMPLE_SIZE = 256  # their centre crop, rows and columns at most
@@ -76,8 +85,6 @@ def centre_crop(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndar
 
 def sample_panel(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, colors: list) -> np.ndarray:
     """Input | truth | prediction side by side, separated by white 2-pixel bars: (H, 3 W + 4, 3) uint8."""
-    from unetkit.report import colorize, to_display
-
     bar = np.full((truth.shape[0], 2, 3), 255, np.uint8)
     return np.concatenate([to_display(image), bar, colorize(truth, colors), bar, colorize(pred, colors)], axis=1)
 
@@ -109,8 +116,6 @@ class TensorBoardLogger(Callback):
         self.writer.flush()  # a pruned or killed run keeps every finished epoch
 
     def _samples(self, view: TrainView, epoch: int) -> None:
-        from unetkit.inference.predictor import normalize, tiled_logits
-
         norm = view.meta["normalization"]
         view.model.eval()
         try:
@@ -142,8 +147,6 @@ def end_status(error: BaseException | None) -> str:
     """MLflow's status of a run that ended with ``error``: FINISHED, KILLED (interrupted or pruned) or FAILED."""
     if error is None:
         return "FINISHED"
-    from unetkit.engine.trainer import TrainingInterrupted
-
     optuna = sys.modules.get("optuna")
     stopped = (KeyboardInterrupt, TrainingInterrupted) + ((optuna.TrialPruned,) if optuna else ())
     return "KILLED" if isinstance(error, stopped) else "FAILED"
@@ -203,12 +206,23 @@ class MLflowLogger(Callback):
         if self.run_id is None:
             return
         run_id, self.run_id = self.run_id, None
-        for name in ("metrics.csv", "curves.png", "config.yaml"):
-            if (self.run_dir / name).is_file():
-                self.client.log_artifact(run_id, str(self.run_dir / name))
-        if (self.run_dir / "best.pt").is_file():
-            self.client.set_tag(run_id, "unetkit.best_checkpoint", str((self.run_dir / "best.pt").resolve()))
+        folder = RunFolder(self.run_dir)
+        for path in (folder.metrics, folder.curves, folder.config):
+            if path.is_file():
+                self.client.log_artifact(run_id, str(path))
+        if folder.best.is_file():
+            self.client.set_tag(run_id, "unetkit.best_checkpoint", str(folder.best.resolve()))
         self.client.set_terminated(run_id, status=end_status(error))
+
+
+class ValidationReport(Callback):
+    """At the end of a run, evaluate its best.pt on the validation images into ``RUN_DIR/report`` (an HTML report)."""
+
+    def on_train_end(self, result, view: TrainView) -> None:
+        if view.val_pairs:
+            cfg = view.cfg
+            options = InferenceOptions(device=cfg.device, tile=cfg.tile, batch_size=cfg.batch_size, precision=view.precision)
+            validation_report(view.run_dir, view.spec, view.val_pairs, options, cfg.progress)
 
 
 LOGGERS = {"tensorboard": TensorBoardLogger, "mlflow": MLflowLogger}
@@ -220,7 +234,7 @@ def trackers(cfg) -> Iterator[list]:
 
     Example:
         >>> with trackers(cfg) as loggers:  # doctest: +SKIP
-        ...     engine.trainer.train(cfg, callbacks=loggers)
+        ...     unetkit.engine.trainer.train(cfg, callbacks=loggers)
     """
     loggers = [LOGGERS[name]() for name in dict.fromkeys(cfg.log)]
     error = None
@@ -236,3 +250,16 @@ def trackers(cfg) -> Iterator[list]:
             except Exception:
                 if error is None:
                     raise  # else the run's own error is the one to see
+
+
+@contextlib.contextmanager
+def run_callbacks(cfg, callbacks=()) -> Iterator[list]:
+    """The callbacks of a run as ``unetkit.train`` makes it: the end-of-run :class:`ValidationReport` (``cfg.report``),
+    then ``callbacks``, then the loggers ``cfg.log`` names, closed when the block ends (see :func:`trackers`).
+
+    Example:
+        >>> with run_callbacks(cfg, [my_callback]) as callbacks:  # doctest: +SKIP
+        ...     unetkit.engine.trainer.train(cfg, callbacks=callbacks)
+    """
+    with trackers(cfg) as loggers:
+        yield [*([ValidationReport()] if cfg.report else []), *callbacks, *loggers]

@@ -3,17 +3,8 @@
 import numpy as np
 import pytest
 
-from unetkit.data.augment import (
-    AUGMENT_OPTIONS,
-    PRESETS,
-    Augmentation,
-    adjust_intensity,
-    elastic_field,
-    flip_rotate,
-    remap,
-    resolve_augment,
-    spatial_map,
-)
+from unetkit.data.augment import adjust_intensity, elastic_field, flip_rotate, remap, spatial_map
+from unetkit.data.augmentation import AUGMENT_OPTIONS, PRESETS, Augmentation, resolve_augment
 from unetkit.data.dataset import IGNORE
 from unetkit.errors import UnetkitError
 
@@ -155,11 +146,11 @@ def test_intensity_leaves_the_input_untouched():
 
 
 def test_config_and_cli_carry_the_augmentation_options():
-    from unetkit.cli import build_parser
+    from unetkit.cli import parse
     from unetkit.config import make_config
 
-    args = vars(build_parser().parse_args(["train", "--augment", "strong", "--scale-range", "0.9,1.1", "--elastic-sigma", "0",
-                                           "--flip-rotate", "false", "--workers", "0"]))  # fmt: skip
+    args = parse(["train", "--augment", "strong", "--scale-range", "0.9,1.1", "--elastic-sigma", "0",
+                                           "--flip-rotate", "false", "--workers", "0"])  # fmt: skip
     assert args["scale_range"] == [0.9, 1.1] and args["elastic_sigma"] == 0.0 and args["flip_rotate"] is False
     cfg = make_config(augment="strong", scale_range=[0.9, 1.1], elastic_sigma=0.0, flip_rotate=False)
     aug = resolve_augment(cfg.augment, **{k: getattr(cfg, k) for k in AUGMENT_OPTIONS})

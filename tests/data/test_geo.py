@@ -16,8 +16,10 @@ from tests.inference.test_stream import make_checkpoint, noise
 from unetkit.data.geo import GeoReader, is_georeferenced, rasterio_module
 from unetkit.data.io import read_image
 from unetkit.errors import UnetkitError
-from unetkit.inference.predictor import Segmenter, softmax
+from unetkit.inference.options import InferenceOptions
+from unetkit.inference.predictor import softmax
 from unetkit.inference.stream import predict_stream
+from unetkit.loading import load_segmenter
 
 TRANSFORM = Affine(10.0, 0.0, 399960.0, 0.0, -10.0, 5300040.0)  # 10 m pixels, a Sentinel-2-like UTM grid
 
@@ -44,7 +46,7 @@ class CountingForward:
 
 
 def test_round_trip_keeps_crs_transform_and_nodata(tmp_path):
-    seg = Segmenter.from_checkpoint(make_checkpoint(tmp_path / "m.pt", in_channels=4), device="cpu", precision="fp32", tile=124, batch_size=4)
+    seg = load_segmenter(make_checkpoint(tmp_path / "m.pt", in_channels=4), InferenceOptions(device="cpu", precision="fp32", tile=124, batch_size=4))
     bands = noise((4, 400, 300), dtype=np.uint16) + 1  # 0 is nodata
     bands[:, :300, :] = 0  # the top three quarters: no data in any band
     bands[0, 350:360, 10:20] = 0  # nodata in one band only: still data
@@ -90,12 +92,12 @@ def test_four_band_geotiffs_train_and_predict_end_to_end(tmp_path):
     with rasterio.open(written[0]) as ds:
         assert ds.crs.to_epsg() == 32632 and ds.transform == TRANSFORM and ds.nodata is None
         mask = ds.read(1)
-    seg = Segmenter.from_checkpoint(run / "best.pt", device="cpu", precision="fp32", tile=64)
+    seg = load_segmenter(run / "best.pt", InferenceOptions(device="cpu", precision="fp32", tile=64))
     np.testing.assert_array_equal(mask, softmax(seg.logits(read_image(scene))).argmax(0))
 
 
 def test_thirteen_float_bands_and_zarr_output(tmp_path):
-    seg = Segmenter.from_checkpoint(make_checkpoint(tmp_path / "m.pt", in_channels=13, depth=2), device="cpu", precision="fp32", tile=100)
+    seg = load_segmenter(make_checkpoint(tmp_path / "m.pt", in_channels=13, depth=2), InferenceOptions(device="cpu", precision="fp32", tile=100))
     bands = np.random.default_rng(1).normal(100, 40, size=(13, 70, 90)).astype(np.float32)
     write_geotiff(tmp_path / "s2.tif", bands, interleave="band")
     source = GeoReader(tmp_path / "s2.tif")
@@ -109,7 +111,7 @@ def test_thirteen_float_bands_and_zarr_output(tmp_path):
 
 
 def test_geo_errors(tmp_path, monkeypatch):
-    seg = Segmenter.from_checkpoint(make_checkpoint(tmp_path / "m.pt", num_classes=3), device="cpu", tile=60)
+    seg = load_segmenter(make_checkpoint(tmp_path / "m.pt", num_classes=3), InferenceOptions(device="cpu", precision="fp32", tile=60))
     write_geotiff(tmp_path / "scene.tif", noise((1, 40, 40)), nodata=0)
     with pytest.raises(UnetkitError, match="--nodata-class 2: must not be one of the model's 3 classes"):
         predict_stream(seg, tmp_path / "scene.tif", tmp_path / "mask.tif", nodata_class=2, progress=False)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from unetkit.data.augment import Augmentation, resolve_augment
+from unetkit.data.augmentation import Augmentation, resolve_augment
 from unetkit.data.dataset import IGNORE
 from unetkit.data.sampler import PatchSampler, batch_iterator, rare_class_centres
 

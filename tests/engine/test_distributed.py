@@ -17,12 +17,14 @@ import torch
 
 import unetkit
 from tests.conftest import TINY_MODEL
-from unetkit.cli import build_parser
 from unetkit.config import make_config
 from unetkit.data.sampler import PatchSampler
-from unetkit.engine import distributed
-from unetkit.engine.distributed import PEER_LOST, RankBatches, World, continue_progress, failure_message, lr_scale, train_argv
+from unetkit.engine.console import PEER_LOST
+from unetkit.engine.distributed import RankBatches, World, continue_progress, lr_scale
+from unetkit.engine.launcher import WORKER, failure_message, launch_command
+from unetkit.engine.worker import Job, read_job, write_job
 from unetkit.errors import UnetkitError
+from unetkit.models.sync_bn import sync_batchnorm
 
 # norm=batch with sync_bn: the global batch's statistics, so 2 x 2 patches train as one process's 4 do.
 OPTIONS = {**TINY_MODEL, "epochs": 3, "steps_per_epoch": 4, "save_every": 0, "seed": 5, "deterministic": True, "precision": "fp32",
@@ -184,7 +186,7 @@ def test_sync_bn_needs_batch_norm_and_warns_in_one_process():
         make_config(norm="group", sync_bn=True)
     model = torch.nn.Sequential(torch.nn.BatchNorm2d(3))
     with pytest.warns(UserWarning, match="no effect in a single process"):
-        assert distributed.sync_batchnorm(model, World(), torch.device("cpu")) is model
+        assert sync_batchnorm(model, 1, torch.device("cpu")) is model
 
 
 def test_launcher_refuses_what_would_not_work(monkeypatch, tmp_path):
@@ -197,12 +199,16 @@ def test_launcher_refuses_what_would_not_work(monkeypatch, tmp_path):
         unetkit.train(data=str(tmp_path), nproc=2)
 
 
-def test_worker_arguments_parse_back_to_the_same_options():
+def test_worker_job_reads_back_the_same_options(tmp_path):
     options = {"data": "d", "epochs": 3, "lr": 0.0005, "class_weights": [1.0, 3.0], "sync_bn": True, "norm": "batch", "val": None}
-    args = vars(build_parser().parse_args(train_argv("c.yaml", None, False, options)))
-    assert "--nproc" not in train_argv(None, "run", True, options)  # workers never launch again
-    assert {k: args[k] for k in options if options[k] is not None} == {k: v for k, v in options.items() if v is not None}
-    assert args["config"] == "c.yaml" and args["nproc"] is None
+    cfg = make_config(**options)
+    write_job(tmp_path / "job.yaml", Job(cfg, resume=True, force=True, callbacks="unetkit.tracking:run_callbacks"))
+    job = read_job(tmp_path / "job.yaml")
+    assert job == Job(cfg, True, True, "unetkit.tracking:run_callbacks")
+    assert {k: getattr(job.cfg, k) for k in options} == options
+    command = launch_command(2, 0, tmp_path / "report.json", tmp_path / "job.yaml")
+    assert command[-3:] == ["-m", WORKER, str(tmp_path / "job.yaml")]  # the worker takes the job, never CLI arguments
+    assert "--nproc" not in command and "train" not in command  # workers never launch again
 
 
 def test_failure_message_names_the_root_cause(tmp_path):

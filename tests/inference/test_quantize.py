@@ -9,7 +9,7 @@ import pytest
 import unetkit
 from unetkit.cli import main
 from unetkit.data.io import read_image, read_mask_raw
-from unetkit.inference.quantize import int8_for, onnx_for
+from unetkit.quantize import int8_for, onnx_for
 
 pytest.importorskip("onnxruntime")
 

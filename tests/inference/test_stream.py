@@ -21,16 +21,13 @@ from unetkit.cli import main
 from unetkit.engine.checkpoint import save_checkpoint
 from unetkit.errors import UnetkitError
 from unetkit.inference import stream
-from unetkit.inference.predictor import Segmenter, softmax
-from unetkit.inference.stream import (
-    open_source,
-    partial_path,
-    predict_stream,
-    pyramid_factors,
-    reflect,
-    stream_targets,
-)
+from unetkit.inference.options import InferenceOptions
+from unetkit.inference.predictor import softmax
+from unetkit.inference.sources import open_source, reflect
+from unetkit.inference.stream import predict_stream, stream_targets
 from unetkit.inference.tiling import mirror_pad
+from unetkit.inference.writers import partial_path, pyramid_factors
+from unetkit.loading import load_segmenter
 from unetkit.models.unet import UNet
 
 
@@ -73,7 +70,7 @@ def test_reflect_matches_mirror_pad_for_any_pad():
                                                               ("same", 64, 3, 3, (301, 217)), ("same", 32, 5, 2, (75, 130))])  # fmt: skip
 def test_streamed_equals_in_memory_exactly(tmp_path, padding, tile, batch, classes, shape):
     ckpt = make_checkpoint(tmp_path / "m.pt", num_classes=classes, padding=padding)
-    seg = Segmenter.from_checkpoint(ckpt, device="cpu", precision="fp32", tile=tile, batch_size=batch)
+    seg = load_segmenter(ckpt, InferenceOptions(device="cpu", precision="fp32", tile=tile, batch_size=batch))
     image = noise(shape)
     tifffile.imwrite(tmp_path / "in.tif", image, tile=(64, 64), compression="zlib")
     mask, probs = in_memory(seg, image[:, :, None])
@@ -89,7 +86,7 @@ def test_streamed_equals_in_memory_exactly(tmp_path, padding, tile, batch, class
 
 def test_every_source_layout_and_zarr_output(tmp_path):
     ckpt = make_checkpoint(tmp_path / "m.pt", in_channels=3)
-    seg = Segmenter.from_checkpoint(ckpt, device="cpu", precision="fp32", tile=188, batch_size=4)
+    seg = load_segmenter(ckpt, InferenceOptions(device="cpu", precision="fp32", tile=188, batch_size=4))
     image = noise((260, 333, 3), dtype=np.uint16)
     mask, _ = in_memory(seg, image)
     sources = {
@@ -113,7 +110,7 @@ def test_every_source_layout_and_zarr_output(tmp_path):
 
 
 def test_pyramid_levels_are_nearest_reductions(tmp_path):
-    seg = Segmenter.from_checkpoint(make_checkpoint(tmp_path / "m.pt", depth=1, base_channels=2), device="cpu", tile=256)
+    seg = load_segmenter(make_checkpoint(tmp_path / "m.pt", depth=1, base_channels=2), InferenceOptions(device="cpu", tile=256, precision="fp32"))
     tiled_tiff(tmp_path / "in.tif", (1100, 600))
     assert pyramid_factors(1100, 600) == [2, 4, 8] and pyramid_factors(256, 100) == []
     predict_stream(seg, tmp_path / "in.tif", tmp_path / "p.tif", pyramid=True, progress=False)
@@ -168,14 +165,14 @@ def test_cli_streams_a_zarr_store_into_a_file(tmp_path, capsys):
     zarr.create_array(store=str(tmp_path / "scan.zarr"), data=noise((150, 170)), chunks=(64, 64))
     assert main(["predict", "--model", str(ckpt), str(tmp_path / "scan.zarr"), "--out", str(tmp_path / "mask.tif"), "--tile", "60",
                  "--device", "cpu", "--precision", "fp32", "--no-progress"]) == 0  # fmt: skip
-    seg = Segmenter.from_checkpoint(ckpt, device="cpu", precision="fp32", tile=60)
+    seg = load_segmenter(ckpt, InferenceOptions(device="cpu", precision="fp32", tile=60))
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "mask.tif"), in_memory(seg, noise((150, 170))[:, :, None])[0])
     assert main(["predict", "--model", str(ckpt), str(tmp_path / "scan.zarr"), "--out", str(tmp_path / "m.tif"), "--overlay"]) == 2
     assert "--overlay and --instances need an image that fits in memory" in capsys.readouterr().err
 
 
 def test_bad_streamed_inputs(tmp_path):
-    seg = Segmenter.from_checkpoint(make_checkpoint(tmp_path / "m.pt", in_channels=3), device="cpu", tile=60)
+    seg = load_segmenter(make_checkpoint(tmp_path / "m.pt", in_channels=3), InferenceOptions(device="cpu", tile=60, precision="fp32"))
     tifffile.imwrite(tmp_path / "gray.tif", noise((80, 80)))
     with pytest.raises(UnetkitError, match="would overwrite the input"):
         predict_stream(seg, tmp_path / "gray.tif", tmp_path / "gray.tif", progress=False)
@@ -194,11 +191,12 @@ def test_bad_streamed_inputs(tmp_path):
 # VmHWM is the peak RSS of this process image (ru_maxrss would also count the parent's pages at fork).
 RSS_CHILD = textwrap.dedent("""
     import re, sys
-    from unetkit.inference.predictor import Segmenter
+    from unetkit.inference.options import InferenceOptions
     from unetkit.inference.stream import predict_stream
+    from unetkit.loading import load_segmenter
     def status(key):
         return int(re.search(key + r":\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
-    seg = Segmenter.from_checkpoint(sys.argv[1], device="cpu", precision="fp32", tile=512, batch_size=2)
+    seg = load_segmenter(sys.argv[1], InferenceOptions(device="cpu", precision="fp32", tile=512, batch_size=2))
     before = status("VmRSS")
     predict_stream(seg, sys.argv[2], sys.argv[3], progress=False)
     print(before, status("VmHWM"))
@@ -235,7 +233,7 @@ def test_a_killed_run_leaves_no_output_and_the_next_run_succeeds(tmp_path):
     child.wait()
     assert target.read_bytes() == b"previous result"  # never a half-written mask under the target's name
     assert partial.exists()
-    seg = Segmenter.from_checkpoint(ckpt, device="cpu", precision="fp32", tile=512)
+    seg = load_segmenter(ckpt, InferenceOptions(device="cpu", precision="fp32", tile=512))
     predict_stream(seg, tmp_path / "in.tif", target, progress=False)  # the next run clears the leftover
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif", "m.pt", "mask.tif"]
     assert tifffile.imread(target).shape == (1500, 1500)

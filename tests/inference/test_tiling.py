@@ -118,12 +118,13 @@ def test_images_smaller_than_a_tile(padding, hw):
 
 def test_segmenter_normalises_tile_batches_exactly_like_the_whole_image():
     """The native-dtype image is normalised a batch at a time; the logits must not change by a bit."""
+    from unetkit.inference.options import InferenceOptions
     from unetkit.inference.predictor import Segmenter, TorchForward, normalize
 
     torch.manual_seed(0)
     net = UNet(in_channels=2, num_classes=3, base_channels=4, depth=3)
     meta = {"classes": ["a", "b", "c"], "colors": [[0, 0, 0]] * 3, "normalization": {"mean": [1000.0, 7.5], "std": [300.0, 2.0]}}
     image = np.random.default_rng(0).integers(0, 4000, (75, 130, 2)).astype(np.uint16)
-    seg = Segmenter(TorchForward(net), meta, tile=64, batch_size=3)
+    seg = Segmenter(TorchForward(net), meta, InferenceOptions(tile=64, batch_size=3))
     whole = tiled_logits(net, normalize(image, [1000.0, 7.5], [300.0, 2.0]), tile=64, batch_size=3)
     np.testing.assert_array_equal(seg.logits(image), whole)

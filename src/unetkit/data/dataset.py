@@ -1,4 +1,4 @@
-"""Find image/mask pairs in a data set folder and decode masks to class indices.
+"""Find image/mask pairs in a data set folder, validate them, and decode masks to class indices.
 
 A data set is a folder with ``images/`` and ``masks/``, optionally described by a ``dataset.yaml``::
 
@@ -12,38 +12,40 @@ A data set is a folder with ``images/`` and ``masks/``, optionally described by 
       train: ["[0-9]", "1[0-9]"]
       val: ["2[0-4]"]
 
+:func:`validate` is the one validator: it yields every problem it finds. :func:`load_spec` stops at the
+first error; ``unetkit check`` (:mod:`unetkit.checking`) lists them all.
+
 Decoded masks are ``(H, W)`` int64 class indices ``0..K-1`` with :data:`IGNORE` for ignored pixels.
 """
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import os
-import re
-from dataclasses import dataclass
+from collections.abc import Generator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 from scipy import ndimage
 
-from unetkit.data.io import IMAGE_EXTENSIONS, read_image, read_mask_raw, read_palette
-from unetkit.data.modes import MASK_MODES
+from unetkit.data.checks import (
+    Options,
+    Problem,
+    error,
+    find_files,
+    read_config,
+    read_options,
+    read_pair_files,
+    run_checks,
+    same_name,
+)
+from unetkit.data.encoding import auto_mask_mode, class_table
+from unetkit.data.folders import instance_files, natural_key, relative
+from unetkit.data.io import read_image, read_mask_raw, read_palette
 from unetkit.errors import UnetkitError
 
 IGNORE = -1  # value of ignored pixels in decoded masks
-
-YAML_KEYS = ("images", "masks", "classes", "mask_mode", "ignore_value", "ignore_colors", "splits")
-_AUTO_SAMPLE = 3  # masks inspected to resolve mask_mode "auto"
-_MANY_IDS = 32  # distinct values above which a 16/32-bit label image counts as instances
-_BINARY_COLORS = [(0, 0, 0), (255, 255, 255)]
-_PALETTE = [  # tab20-like distinct colours for overlays of index masks without a colour table
-    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
-    (174, 199, 232), (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213),
-    (196, 156, 148), (247, 182, 210), (199, 199, 199), (219, 219, 141), (158, 218, 229),
-]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -91,185 +93,118 @@ class DataSpec:
         return len(self.classes)
 
 
-def _natural_key(key: str) -> list:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", key)]
+@dataclass
+class Validation:
+    """What :func:`validate` found, as far as it got.
+
+    Attributes:
+        root: Folder that relative paths in problems are shown against.
+        where: The dataset.yaml, or the data set folder without one (problems with options name it).
+        pairs: The pairs that went on to the mask checks: the labelled ones (every image when masks
+            are not required), with ``read_files`` only those whose files all read.
+        unpaired_images: Images without a mask.
+        unpaired_masks: Masks without an image.
+        images: With ``read_files``, per readable image ``{"key", "file", "dtype", "bits", "channels",
+            "height", "width"}``.
+        mask_mode: The resolved mask mode; None when the checks stopped before it.
+        spec: The resolved data set; None when an error stopped the checks.
+    """
+
+    root: Path
+    where: Path
+    pairs: list[Pair] = field(default_factory=list)
+    unpaired_images: list[Path] = field(default_factory=list)
+    unpaired_masks: list[Path] = field(default_factory=list)
+    images: list[dict] = field(default_factory=list)
+    mask_mode: str | None = None
+    spec: DataSpec | None = None
 
 
-def _rel(path: Path, root: Path) -> str:
-    """``path`` relative to ``root`` when inside it, for short messages."""
-    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
-
-
-def _scan(folder: Path, root: Path, instance_keys: set[str] = frozenset()) -> dict[str, Path]:
-    """Map key -> image file under ``folder``; a folder whose key is in ``instance_keys`` maps to itself."""
-    found, duplicates = scan_files(folder, instance_keys)
-    if duplicates:
-        first, second = duplicates[0]
-        raise UnetkitError(
-            f"{_rel(first, root)} and {_rel(second, root)} have the same name; "
-            "keep one file per name (rename or remove the other)"
-        )
-    return found
-
-
-def scan_files(folder: Path, instance_keys: set[str] = frozenset()) -> tuple[dict[str, Path], list[tuple[Path, Path]]]:
-    """Like ``_scan`` but never raises: (key -> file, [(kept file, other file with the same key), ...])."""
-    found: dict[str, Path] = {}
-    duplicates: list[tuple[Path, Path]] = []
-    for path in sorted(folder.rglob("*")):
-        relative = path.relative_to(folder)
-        if any(part.startswith(".") for part in relative.parts):
-            continue  # hidden files and folders
-        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
-            if any(parent.as_posix() in instance_keys for parent in relative.parents):
-                continue  # one instance of an instance folder
-            key = relative.with_suffix("").as_posix()
-        elif path.is_dir() and relative.as_posix() in instance_keys:
-            key = relative.as_posix()
-        else:
-            continue
-        if key in found:
-            duplicates.append((found[key], path))
-            continue
-        found[key] = path
-    return found, duplicates
-
-
-def _find_config(path: Path) -> tuple[Path, dict, str]:
-    """Return (root folder, yaml config, where) for a data set folder or a dataset.yaml."""
-    if path.is_dir():
-        root, path = path, path / "dataset.yaml"
-        if not path.is_file():
-            return root, {}, str(root)
-    elif not path.is_file():
-        raise UnetkitError(f"{path}: not found; pass a folder with images/ and masks/ or a dataset.yaml")
-    try:
-        config = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
-        reason = " ".join(str(error).split())
-        raise UnetkitError(f"{path}: cannot read ({reason}); fix the YAML syntax") from error
-    if not isinstance(config, dict):
-        raise UnetkitError(f"{path}: expected a mapping of keys such as 'images:' and 'classes:'")
-    for key in config:
-        if key not in YAML_KEYS:
-            close = difflib.get_close_matches(str(key), YAML_KEYS, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(YAML_KEYS)}"
-            raise UnetkitError(f"{path}: unknown key '{key}'; {hint}")
-    return path.parent, config, str(path)
-
-
-def _color(value: object, where: str) -> tuple[int, int, int]:
-    if not (isinstance(value, (list, tuple)) and len(value) == 3
-            and all(isinstance(v, int) and 0 <= v <= 255 for v in value)):  # fmt: skip
-        raise UnetkitError(f"{where}: colour {value!r} is not [r, g, b] with integers 0..255; fix it")
-    return (int(value[0]), int(value[1]), int(value[2]))
-
-
-def _parse_classes(value: object, where: str) -> tuple[list[str] | None, list | None]:
-    """``classes:`` as a list of names or a mapping name -> colour; returns (names, colours)."""
-    if value is None:
-        return None, None
-    if isinstance(value, dict):
-        return [str(k) for k in value], [_color(c, f"{where} classes.{k}") for k, c in value.items()]
-    if isinstance(value, (list, tuple)) and value:
-        return [str(name) for name in value], None
-    raise UnetkitError(f"{where}: 'classes' must be a list of names or a mapping name -> [r, g, b]")
-
-
-_ROLE_WORD = re.compile(r"(?<![a-z])(images?|img|masks?|labels?|gt)(?![a-z])")
-
-
-def _loose_key(key: str) -> str:
-    """``key`` without role words in its file name: ``"a/img2d"`` and ``"a/mask2d"`` -> ``"a/2d"``."""
-    folder, _, name = key.rpartition("/")
-    return f"{folder}/{_ROLE_WORD.sub('', name.lower()).strip('_-. ')}"
-
-
-def _match_loosely(images: dict[str, Path], masks: dict[str, Path]) -> dict[str, Path]:
-    """Re-key masks left unpaired to the unpaired image whose key is equal up to role words."""
-    lone_images = [k for k in images if k not in masks]
-    lone_masks = [k for k in masks if k not in images]
-    by_loose = {_loose_key(k): k for k in lone_images}
-    if len(by_loose) < len(lone_images) or len({_loose_key(k) for k in lone_masks}) < len(lone_masks):
-        return masks  # ambiguous: two names reduce to the same loose key
-    renamed = dict(masks)
-    for key in lone_masks:
-        if _loose_key(key) in by_loose:
-            renamed[by_loose[_loose_key(key)]] = renamed.pop(key)
-    return renamed
-
-
-def _find_pairs(root: Path, config: dict, require_masks: bool) -> list[Pair]:
-    images_dir = root / str(config.get("images", "images"))  # absolute paths replace root
-    masks_dir = root / str(config.get("masks", "masks"))
-    if not images_dir.is_dir():
-        raise UnetkitError(f"{images_dir}: images folder not found; create it or set 'images:' in the yaml")
-    images = _scan(images_dir, root)
-    if not images:
-        raise UnetkitError(f"{images_dir}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-    if not masks_dir.is_dir() and require_masks:
-        raise UnetkitError(f"{masks_dir}: masks folder not found; create it or set 'masks:' in dataset.yaml")
-    masks = _scan(masks_dir, root, set(images)) if masks_dir.is_dir() else {}
-    masks = _match_loosely(images, masks)
-    for found, other, other_dir, what in ((masks, images, images_dir, "masks have no image"),
-                                          (images, masks, masks_dir, "images have no mask")):  # fmt: skip
-        unpaired = sorted(set(found) - set(other), key=_natural_key)
-        if unpaired and (what.startswith("masks") or require_masks):
-            raise UnetkitError(
-                f"{len(unpaired)} {what}, e.g. {_rel(found[unpaired[0]], root)}; "
-                f"expected {_rel(other_dir / unpaired[0], root)}.png (any image extension)"
-            )
-    return [Pair(key, images[key], masks.get(key)) for key in sorted(images, key=_natural_key)]
-
-
-def _select_split(pairs: list[Pair], splits: object, split: str, where: str) -> list[Pair]:
+def _select_split(pairs: list[Pair], splits: object, split: str, where: Path, root: Path) -> Generator[Problem, None, list[Pair] | None]:
+    """The pairs whose key matches a pattern of ``splits[split]``; None when there are none."""
     if not isinstance(splits, dict) or split not in splits:
         defined = ", ".join(map(str, splits)) if isinstance(splits, dict) and splits else "none"
-        raise UnetkitError(f"{where}: split '{split}' is not defined (defined: {defined}); add it to 'splits:'")
+        yield error(where, root, f"split '{split}' is not defined (defined: {defined}); add it to 'splits:'")
+        return None
     patterns = splits[split]
     patterns = [patterns] if isinstance(patterns, str) else [str(p) for p in patterns or []]
     chosen = [p for p in pairs if any(fnmatch.fnmatchcase(p.key, pat) for pat in patterns)]
     if not chosen:
-        raise UnetkitError(
-            f"{where}: split '{split}' patterns {patterns} match no pair key (e.g. '{pairs[0].key}'); fix them"
-        )
+        yield error(where, root, f"split '{split}' patterns {patterns} match no pair key (e.g. '{pairs[0].key}'); fix them")
+        return None
     return chosen
 
 
-def _resolve_auto(pairs: list[Pair], classes: list[str] | None, colors: list | None, root: Path,
-                  ignore_value: int | None) -> str:  # fmt: skip
-    """Apply the ``mask_mode: auto`` rules of :func:`load_spec` to the first few masks."""
-    labelled = [p for p in pairs if p.mask is not None][:_AUTO_SAMPLE]
-    if not labelled:
-        return "index" if classes and len(classes) > 2 else "binary"
-    values: set[int] = set()
-    for pair in labelled:
-        if pair.mask.is_dir():
-            return "instances"
-        raw = read_mask_raw(pair.mask)
-        if raw.ndim == 3:
-            if colors:
-                return "color"
-            found = np.unique(raw.reshape(-1, 3), axis=0)[:8].tolist()
-            raise UnetkitError(
-                f"{_rel(pair.mask, root)} is a colour mask with colours {found}; list them in "
-                "dataset.yaml as 'classes: {name: [r, g, b], ...}' (e.g. background: [0, 0, 0])"
-            )
-        palette = read_palette(pair.mask)
-        if palette is not None:
-            indices = np.unique(raw)
-            used = {tuple(c) for c in palette[indices[indices < len(palette)]].tolist()}
-            return "color" if colors and used & set(colors) else "index"
-        unique = np.unique(raw)
-        distinct = len(unique)
-        if raw.dtype.itemsize > 1 and np.issubdtype(raw.dtype, np.integer) and (
-            distinct > 255 or (classes and distinct > len(classes)) or (not classes and distinct > _MANY_IDS)
-        ):  # fmt: skip
-            return "instances"
-        values.update(unique.tolist())
-    values.discard(ignore_value)
-    binary = values <= {0, 255} or values <= {0, 1}
-    return "binary" if binary and not (classes and len(classes) > 2) else "index"
+def _resolve_spec(found: Validation, options: Options, config: dict, split: str | None) -> Generator[Problem, None, DataSpec | None]:
+    """The mask mode and class table of ``found.pairs``, and the pairs of ``split``."""
+    masks = [pair.mask for pair in found.pairs if pair.mask is not None]
+    mode = options.mask_mode
+    if mode == "auto":
+        mode = auto_mask_mode(masks, options.classes, options.colors, options.ignore_value)
+    found.mask_mode = mode
+    table = yield from class_table(mode, masks, options, found.where, found.root)
+    if table is None:
+        return None
+    pairs = found.pairs
+    if split is not None:
+        pairs = yield from _select_split(pairs, config.get("splits"), split, found.where, found.root)
+        if pairs is None:
+            return None
+    names, colors = table
+    defined = tuple(map(str, config["splits"])) if isinstance(config.get("splits"), dict) else ()
+    return DataSpec(found.root, pairs, list(names), colors, mode, options.ignore_value, options.ignore_colors, defined)
+
+
+def validate(
+    path: str | os.PathLike,
+    *,
+    split: str | None = None,
+    mask_mode: str = "auto",
+    classes: list[str] | None = None,
+    ignore_value: int | None = None,
+    require_masks: bool = True,
+    read_files: bool = False,
+    progress: bool = False,
+) -> Generator[Problem, None, Validation]:
+    """Check a data set, yielding every problem found, and return what was found.
+
+    The checks run in order: the yaml, the options, the folders and the pairing of file names, (with
+    ``read_files``) every image and mask file, then the mask mode and the class table, then ``split``.
+    A problem that leaves nothing to check further ends them. Run it with
+    :func:`unetkit.data.checks.run_checks`; the arguments are those of :func:`load_spec`.
+
+    Args:
+        read_files: Also read every image and mask file, as ``unetkit check`` does: unreadable files,
+            size mismatches and mixed channels are problems, and only pairs that read go on to the
+            mask checks. Without it only the masks the mask mode needs are read.
+        progress: Show a progress bar while reading files.
+
+    Returns:
+        The :class:`Validation`; its ``spec`` is None when an error stopped the checks.
+    """
+    path = Path(path).expanduser().resolve()
+    found = Validation(path if path.is_dir() else path.parent, path)
+    located = yield from read_config(path)
+    if located is None:
+        return found
+    found.root, config, found.where = located
+    options = yield from read_options(config, found.where, found.root, mask_mode=mask_mode, classes=classes, ignore_value=ignore_value)
+    if options is None:
+        return found
+    files = yield from find_files(found.root, config, require_masks)
+    if files is None:
+        return found
+    images, masks = files
+    found.unpaired_images = [images[key] for key in sorted(set(images) - set(masks), key=natural_key)]
+    found.unpaired_masks = [masks[key] for key in sorted(set(masks) - set(images), key=natural_key)]
+    keys = [key for key in sorted(images, key=natural_key) if key in masks or not require_masks]
+    if read_files:
+        keys, found.images = yield from read_pair_files(images, masks, keys, found.root, progress)
+        if not keys:
+            return found
+    found.pairs = [Pair(key, images[key], masks.get(key)) for key in keys]
+    found.spec = yield from _resolve_spec(found, options, config, split)
+    return found
 
 
 def load_spec(
@@ -288,7 +223,7 @@ def load_spec(
     Images and masks pair by relative path without extension; names left unpaired are then paired
     when equal up to the words image(s), img, mask(s), label(s), gt (``img2d.tif`` <-> ``mask2d.tif``).
     Hidden and non-image files are skipped. A mask may be a folder of per-instance binary masks
-    (``masks/<key>/*.png``).
+    (``masks/<key>/*.png``). This is :func:`validate` stopped at its first error.
 
     ``mask_mode="auto"`` is resolved from the first 3 masks, first rule that applies:
 
@@ -327,51 +262,8 @@ def load_spec(
         >>> spec.mask_mode, spec.num_classes, len(spec.pairs)  # doctest: +SKIP
         ('binary', 2, 25)
     """
-    root, config, where = _find_config(Path(path).expanduser().resolve())
-    for bad in (mask_mode, config.get("mask_mode", "auto")):
-        if bad not in MASK_MODES:
-            raise UnetkitError(f"{where}: mask_mode '{bad}' is not one of {', '.join(MASK_MODES)}")
-    mode = mask_mode if mask_mode != "auto" else config.get("mask_mode", "auto")
-    names, colors = _parse_classes(config.get("classes"), where)
-    if classes is not None:
-        colors = colors if colors and len(colors) == len(classes) else None
-        names = list(classes)
-    ignore_value = config.get("ignore_value") if ignore_value is None else ignore_value
-    if ignore_value is not None and not isinstance(ignore_value, int):
-        raise UnetkitError(f"{where}: ignore_value {ignore_value!r} must be an integer; fix it")
-    ignore_colors = [_color(c, f"{where} ignore_colors") for c in config.get("ignore_colors") or []]
-    pairs = _find_pairs(root, config, require_masks)
-
-    if mode == "auto":
-        mode = _resolve_auto(pairs, names, colors, root, ignore_value)
-    if mode in ("binary", "instances"):
-        if names is not None and len(names) != 2:
-            raise UnetkitError(
-                f"{where}: mask_mode {mode} has 2 classes but classes lists {len(names)}; "
-                "give 2 names or set mask_mode: index"
-            )
-        names = names or ["background", "foreground"]
-        colors = colors or list(_BINARY_COLORS)
-    elif mode == "color" and not colors:
-        raise UnetkitError(
-            f"{where}: mask_mode color needs a colour per class; write "
-            "'classes: {name: [r, g, b], ...}' in dataset.yaml"
-        )
-    elif mode == "index":
-        files = [p.mask for p in pairs if p.mask is not None and p.mask.is_file()]
-        if names is None:  # one pass over all masks; colour masks are refused later by decode_mask
-            raws = (read_mask_raw(file) for file in files)
-            largest = max((int(r[r != ignore_value].max(initial=0)) for r in raws if r.ndim == 2), default=0)
-            names = [f"class_{i}" for i in range(largest + 1)]
-        palette = read_palette(files[0]) if files and not colors else None
-        if not colors and palette is not None and len(palette) >= len(names):
-            colors = [tuple(int(v) for v in c) for c in palette[: len(names)]]
-        colors = colors or [_PALETTE[i % len(_PALETTE)] for i in range(len(names))]
-
-    if split is not None:
-        pairs = _select_split(pairs, config.get("splits"), split, where)
-    defined = tuple(map(str, config["splits"])) if isinstance(config.get("splits"), dict) else ()
-    return DataSpec(root, pairs, list(names), colors, mode, ignore_value, ignore_colors, defined)
+    checks = validate(path, split=split, mask_mode=mask_mode, classes=classes, ignore_value=ignore_value, require_masks=require_masks)
+    return run_checks(checks).spec  # run_checks raised if the checks stopped before a spec
 
 
 def _short(values: set[int], limit: int = 8) -> str:
@@ -433,8 +325,8 @@ def decode_mask(pair: Pair, spec: DataSpec) -> np.ndarray:
         array([[0, 1], [1, 1]])
     """
     if pair.mask is None:
-        raise UnetkitError(f"{_rel(pair.image, spec.root)} has no mask; add one to the masks folder")
-    name, mode = _rel(pair.mask, spec.root), spec.mask_mode
+        raise UnetkitError(f"{relative(pair.image, spec.root)} has no mask; add one to the masks folder")
+    name, mode = relative(pair.mask, spec.root), spec.mask_mode
     if pair.mask.is_dir():
         if mode != "instances":
             raise UnetkitError(f"{name} is a folder of instance masks; set mask_mode: instances")
@@ -485,19 +377,21 @@ def read_instances(pair: Pair, spec: DataSpec) -> np.ndarray:
         125
     """
     if pair.mask is not None and pair.mask.is_dir():
-        files = sorted(_scan(pair.mask, spec.root).values(), key=lambda f: _natural_key(f.name))
+        files, duplicates = instance_files(pair.mask)
+        if duplicates:
+            raise UnetkitError(same_name(*duplicates[0], spec.root))
         labels = np.zeros(read_mask_raw(files[0]).shape[:2], np.int32)  # (H, W)
         for number, file in enumerate(files, start=1):
             raw = read_mask_raw(file)
             if raw.shape[:2] != labels.shape:
                 raise UnetkitError(
-                    f"{_rel(file, spec.root)} is {raw.shape[0]}x{raw.shape[1]} but {_rel(files[0], spec.root)} "
+                    f"{relative(file, spec.root)} is {raw.shape[0]}x{raw.shape[1]} but {relative(files[0], spec.root)} "
                     f"is {labels.shape[0]}x{labels.shape[1]}; instance masks of one image must have one size"
                 )
             labels[raw.max(axis=2) > 0 if raw.ndim == 3 else raw > 0] = number
         return labels
     if spec.mask_mode == "instances":
-        raw = _integer_labels(read_mask_raw(pair.mask), _rel(pair.mask, spec.root))
+        raw = _integer_labels(read_mask_raw(pair.mask), relative(pair.mask, spec.root))
         foreground = raw > 0
         _, inverse = np.unique(raw[foreground], return_inverse=True)
         labels = np.zeros(raw.shape, np.int32)
@@ -525,8 +419,8 @@ def read_pair(pair: Pair, spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
     mask = decode_mask(pair, spec)
     if image.shape[:2] != mask.shape:
         raise UnetkitError(
-            f"{_rel(pair.image, spec.root)} is {image.shape[0]}x{image.shape[1]} (rows x columns) "
-            f"but its mask {_rel(pair.mask, spec.root)} is {mask.shape[0]}x{mask.shape[1]}; "
+            f"{relative(pair.image, spec.root)} is {image.shape[0]}x{image.shape[1]} (rows x columns) "
+            f"but its mask {relative(pair.mask, spec.root)} is {mask.shape[0]}x{mask.shape[1]}; "
             "re-export the mask at the image size"
         )
     return image, mask
@@ -554,7 +448,7 @@ def split_pairs(pairs: list[Pair], val_fraction: float, seed: int) -> tuple[list
     if not 0 < val_fraction < 1:
         raise UnetkitError(f"val_fraction {val_fraction} must be between 0 and 1 (exclusive), e.g. 0.2")
     n_val = min(max(round(len(pairs) * val_fraction), 1), len(pairs) - 1)
-    by_key = sorted(pairs, key=lambda p: _natural_key(p.key))
+    by_key = sorted(pairs, key=lambda p: natural_key(p.key))
     chosen = np.random.default_rng(seed).permutation(len(by_key))[:n_val]
     val_keys = {by_key[i].key for i in chosen}
     return [p for p in pairs if p.key not in val_keys], [p for p in pairs if p.key in val_keys]

@@ -8,7 +8,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from unetkit.data.augment import Augmentation, adjust_intensity, flip_rotate, remap, resolve_augment, spatial_map
+from unetkit.data.augment import adjust_intensity, flip_rotate, remap, spatial_map
+from unetkit.data.augmentation import Augmentation, resolve_augment
 from unetkit.data.dataset import IGNORE
 from unetkit.inference.tiling import mirror_pad
 

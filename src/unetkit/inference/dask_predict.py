@@ -1,11 +1,10 @@
 """Scale-out: the tiles of one streamed image computed on Dask workers, written here in order.
 
-Each task is a run of consecutive batches of the image's :class:`~unetkit.inference.stream.TileGrid`
+Each task is a run of consecutive batches of the image's :class:`~unetkit.inference.stitch.TileGrid`
 (about one tile row). A worker opens the image itself (it gets the path, never pixels), loads the model
-once from the checkpoint bytes broadcast to it, and returns the tiles' results, which in valid mode are
-small uint8 class blocks. The client puts them together in grid order with the same assembler and writer
-as the local path. The batches are the same as well, so in valid mode the output file is byte for byte
-the one the local path writes.
+once from the checkpoint bytes broadcast to it, and returns the tiles' logits. The client puts them
+together in grid order with the same stitcher and writer as the local path. The batches are the same as
+well, so the output file is byte for byte the one the local path writes.
 
 ``pip install 'unetkit[large]'`` installs Dask. Remote workers need unetkit installed and the input path
 readable under the same name.
@@ -14,8 +13,7 @@ readable under the same name.
 from __future__ import annotations
 
 import hashlib
-import io
-import json
+import logging
 import os
 import tempfile
 from collections import deque
@@ -25,28 +23,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unetkit.engine.checkpoint import FORMAT, VERSION
+from unetkit.engine.checkpoint import save_checkpoint
 from unetkit.errors import UnetkitError
+from unetkit.inference.options import InferenceOptions
 from unetkit.inference.predictor import Segmenter
-from unetkit.inference.stream import (
-    TileGrid,
-    TileResult,
-    finish_batch,
-    load_batch,
-    open_source,
-)
+from unetkit.inference.sources import load_batch, open_source
+from unetkit.inference.stitch import TileGrid, TileResult, forward_batch
 
 _worker_cache: dict = {}  # per worker process: the last model and the last opened image
 
 
 def checkpoint_bytes(seg: Segmenter) -> bytes:
-    """The segmenter as checkpoint bytes (the format of ``save_checkpoint``), to send to workers."""
+    """The segmenter as the bytes of a checkpoint written by ``save_checkpoint``, to send to workers."""
     if seg.model is None:
         raise UnetkitError("--dask runs PyTorch checkpoints; pass the .pt checkpoint instead of an exported model")
     state = {name: tensor.contiguous() for name, tensor in seg.model.state_dict().items()}
-    buffer = io.BytesIO()
-    torch.save({"format": FORMAT, "version": VERSION, "meta": json.dumps(seg.meta), "model": state}, buffer)
-    return buffer.getvalue()
+    with tempfile.TemporaryDirectory(prefix="unetkit-") as tmp:
+        path = Path(tmp) / "model.pt"
+        save_checkpoint(path, state, seg.meta)
+        return path.read_bytes()
 
 
 def _worker_segmenter(blob: bytes, device: str, precision: str) -> Segmenter:
@@ -59,7 +54,7 @@ def _worker_segmenter(blob: bytes, device: str, precision: str) -> Segmenter:
         with tempfile.TemporaryDirectory(prefix="unetkit-") as tmp:
             path = Path(tmp) / "model.pt"
             path.write_bytes(blob)
-            _worker_cache["model"] = Segmenter.from_checkpoint(path, device=device, precision=precision)
+            _worker_cache["model"] = Segmenter.from_checkpoint(path, InferenceOptions(device=device, precision=precision))
         _worker_cache["model_key"] = key
     return _worker_cache["model"]
 
@@ -73,8 +68,7 @@ def _worker_source(path: str):
     return _worker_cache["source"]
 
 
-def run_task(path: str, blob: bytes, device: str, precision: str, grid: TileGrid, batches: list, nodata_class: int,
-             probabilities: bool) -> list[TileResult]:  # fmt: skip
+def run_task(path: str, blob: bytes, device: str, precision: str, grid: TileGrid, batches: list) -> list[TileResult]:
     """On a worker: the results of ``batches`` of ``grid`` for the image at ``path``."""
     seg, source = _worker_segmenter(blob, device, precision), _worker_source(path)
     mean = np.asarray(seg.meta["normalization"]["mean"], np.float32)
@@ -82,7 +76,7 @@ def run_task(path: str, blob: bytes, device: str, precision: str, grid: TileGrid
     results: list[TileResult] = []
     for batch in batches:
         x, valid = load_batch(source, grid, batch, mean, std)
-        results += finish_batch(seg.forward, grid, batch, x, valid, nodata_class, probabilities)
+        results += forward_batch(seg.forward, grid, batch, x, valid)
     return results
 
 
@@ -96,8 +90,6 @@ def connect(address: str | None, workers: int):
         import distributed
     except ImportError:
         raise UnetkitError("--dask needs Dask: pip install 'unetkit[large]'") from None
-    import logging
-
     if address:
         try:
             return distributed.Client(address, timeout="20s"), None
@@ -110,13 +102,12 @@ def connect(address: str | None, workers: int):
     return distributed.Client(cluster), cluster
 
 
-def dask_results(path: Path, seg: Segmenter, grid: TileGrid, nodata_class: int, probabilities: bool,
-                 address: str | None = None, workers: int = 0) -> Iterator[TileResult]:  # fmt: skip
+def dask_results(path: Path, seg: Segmenter, grid: TileGrid, address: str | None = None, workers: int = 0) -> Iterator[TileResult]:
     """Tile results in grid order, computed on Dask workers; at most a few tasks per worker are in flight."""
     client, cluster = connect(address, workers)
     try:
         blob = client.scatter(checkpoint_bytes(seg), broadcast=True)
-        device = getattr(seg.forward, "device", torch.device("cpu")).type
+        device = getattr(seg.forward, "device", torch.device("cpu")).type  # what the model runs on here, not "auto"
         precision = getattr(seg.forward, "precision", "fp32")
         per_task = max(1, -(-len(grid.cols.starts) // grid.batch_size))  # about one tile row per task
         batches = grid.batches
@@ -124,8 +115,8 @@ def dask_results(path: Path, seg: Segmenter, grid: TileGrid, nodata_class: int, 
         window = 2 * max(1, len(client.scheduler_info().get("workers", {}))) + 1
         pending: deque = deque()
         for number, task in enumerate(tasks):
-            pending.append(client.submit(run_task, str(path.resolve()), blob, device, precision, grid, task, nodata_class,
-                                         probabilities, key=f"unetkit-tiles-{path.name}-{number}-{os.getpid()}-{id(grid)}"))  # fmt: skip
+            pending.append(client.submit(run_task, str(path.resolve()), blob, device, precision, grid, task,
+                                         key=f"unetkit-tiles-{path.name}-{number}-{os.getpid()}-{id(grid)}"))  # fmt: skip
             while len(pending) >= window or (number == len(tasks) - 1 and pending):
                 yield from pending.popleft().result()
     finally:

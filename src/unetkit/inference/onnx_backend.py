@@ -3,17 +3,31 @@
 Only the forward differs: :class:`OnnxForward` maps (B, C, h, w) normalised float32 tiles to
 (B, K, h', w') logits like ``TorchForward``, and its ``config`` is rebuilt from the file's metadata,
 so tiling, normalisation and every output of ``unetkit predict`` are shared code.
+
+This module owns the layout of exported files that it reads (the metadata key, the layout version, the
+input and output names); :mod:`unetkit.exporting` writes them from here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from unetkit.errors import UnetkitError
+from unetkit.inference.options import InferenceOptions
+from unetkit.inference.predictor import Segmenter
 from unetkit.models.config import ModelConfig
+
+#: The metadata key of ONNX files and the extra file of TorchScript ones.
+META_KEY = "unetkit"
+#: Version of the exported layout (input/output names, metadata keys); readers refuse newer ones.
+EXPORT_VERSION = 1
+#: Names of the exported graph's input (normalised (N, C, H, W) float32) and output ((N, K, H', W') logits).
+INPUT, OUTPUT = "image", "logits"
 
 
 def _onnxruntime():
@@ -26,8 +40,6 @@ def _onnxruntime():
 
 def _default_threads() -> int:
     """The threads PyTorch would use here (it honours OMP_NUM_THREADS and ``--threads``)."""
-    import torch
-
     return max(1, torch.get_num_threads())
 
 
@@ -84,8 +96,6 @@ def _providers(ort, device: str) -> list[str]:
 
 def read_meta(session, path: str | Path) -> dict:
     """The ``unetkit`` metadata of an ONNX Runtime session, checked."""
-    from unetkit.exporting import EXPORT_VERSION, META_KEY
-
     props = session.get_modelmeta().custom_metadata_map
     if META_KEY not in props:
         raise UnetkitError(f"{path}: an ONNX model without unetkit metadata; export the checkpoint with unetkit export")
@@ -96,32 +106,23 @@ def read_meta(session, path: str | Path) -> dict:
     return meta
 
 
-def load_onnx(
-    path: str | Path,
-    device: str = "auto",
-    tile: int | None = None,
-    batch_size: int = 4,
-    precision: str = "auto",
-    progress: bool = False,
-    threads: int | None = None,
-):
+def load_onnx(path: str | Path, options: InferenceOptions | None = None, progress: bool = False) -> Segmenter:
     """Load an exported ``.onnx`` model as a :class:`~unetkit.inference.predictor.Segmenter`.
 
     Args:
         path: The file ``unetkit export`` wrote.
-        device: See :class:`OnnxForward`.
-        tile: Input tile size in pixels; default: the one recommended in the file.
-        batch_size: Tiles per run of the graph.
-        precision: ``"auto"`` or ``"fp32"``: an exported graph computes in fp32.
-        threads: ONNX Runtime intra-op threads (default: see :class:`OnnxForward`).
+        options: ``device`` as for :class:`OnnxForward`; ``tile`` None for the one recommended in the
+            file; ``precision`` ``"auto"`` or ``"fp32"`` (an exported graph computes in fp32). The
+            Segmenter holds them resolved, with ``backend="onnxruntime"``.
+        progress: Show a bar of the tiles of each image.
 
     Example:
         >>> seg = load_onnx("model.onnx")  # doctest: +SKIP
         >>> mask = seg.predict_mask(image)  # (H, W) class indices, as with the checkpoint
     """
-    from unetkit.inference.predictor import Segmenter
-
-    if precision not in ("auto", "fp32"):
-        raise UnetkitError(f"precision={precision!r}: an exported ONNX model computes in fp32; use --precision auto or fp32")
-    forward = OnnxForward(path, device, threads)
-    return Segmenter(forward, forward.meta, tile=tile or forward.meta["tile"], batch_size=batch_size, progress=progress)
+    options = options or InferenceOptions()
+    if options.precision not in ("auto", "fp32"):
+        raise UnetkitError(f"precision={options.precision!r}: an exported ONNX model computes in fp32; use --precision auto or fp32")
+    forward = OnnxForward(path, options.device)
+    resolved = dataclasses.replace(options, tile=options.tile or forward.meta["tile"], precision="fp32", backend="onnxruntime")
+    return Segmenter(forward, forward.meta, resolved, progress)

@@ -1,7 +1,13 @@
-"""From a checkpoint to masks: normalisation, overlap-tile inference, and file outputs."""
+"""From a trained U-Net to masks: normalisation, the PyTorch tile function, overlap-tile inference of a
+whole image, and the :class:`Segmenter` that holds a model with its options.
+
+This module knows PyTorch checkpoints only; :func:`unetkit.loading.load_segmenter` also loads exported
+``.onnx`` models and checkpoints run through ONNX Runtime, all as the same :class:`Segmenter`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,12 +16,13 @@ import torch
 from tqdm.auto import tqdm
 
 from unetkit.engine.checkpoint import load_checkpoint
-from unetkit.inference.tiling import blend_window, mirror_pad, plan_axis
+from unetkit.errors import UnetkitError
+from unetkit.inference.options import DEFAULT_TILE, InferenceOptions
+from unetkit.inference.stitch import Stitcher, TileFunction, TileGrid, forward_batch, prefetched
+from unetkit.inference.tiling import mirror_pad
 from unetkit.models.config import ModelConfig
 from unetkit.models.unet import UNet
 from unetkit.runtime import autocast, resolve_device, resolve_precision
-
-DEFAULT_TILE = 512
 
 
 def standardize(x: np.ndarray, mean, std, axis: int) -> np.ndarray:
@@ -59,21 +66,8 @@ class TorchForward:
         return y.float().cpu().numpy()
 
 
-def _prefetched(items, make, depth: int = 2):
-    """Yield ``(item, make(item))`` with ``make`` running ahead in a thread (numpy slicing releases the GIL)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(1, thread_name_prefix="unetkit-prefetch") as pool:
-        pending = [(it, pool.submit(make, it)) for it in items[:depth]]
-        for i in range(len(items)):
-            item, future = pending.pop(0)
-            if i + depth < len(items):
-                pending.append((items[i + depth], pool.submit(make, items[i + depth])))
-            yield item, future.result()
-
-
 def tiled_logits(
-    model: "UNet | TorchForward",
+    model: "UNet | TileFunction",
     image: np.ndarray,
     tile: int = DEFAULT_TILE,
     batch_size: int = 4,
@@ -90,7 +84,8 @@ def tiled_logits(
 
     ``model`` is a :class:`UNet` (run as ``TorchForward(model, device, precision, channels_last)``) or any
     tile function with a ``config`` (ModelConfig), such as the ONNX Runtime backend.
-    The next batch of tiles is cut in a background thread while the current one runs.
+    The next batch of tiles is cut in a background thread while the current one runs, and the tiles are
+    put together by the :class:`~unetkit.inference.stitch.Stitcher` that streamed prediction uses too.
 
     In valid mode this equals ``model(mirror_pad(image, ...))`` over the whole padded image, cropped
     to (H, W): tiles start on multiples of the network's stride and their outputs abut. In same mode
@@ -99,35 +94,24 @@ def tiled_logits(
     forward = TorchForward(model, device, precision, channels_last) if isinstance(model, torch.nn.Module) else model
     cfg = forward.config
     _, h, w = image.shape
-    rows = plan_axis(h, tile, cfg.depth, cfg.padding)
-    cols = plan_axis(w, tile, cfg.depth, cfg.padding)
+    grid = TileGrid.plan(h, w, tile, batch_size, cfg)
+    rows, cols = grid.rows, grid.cols
     padded = mirror_pad(image, (rows.pad_before, rows.pad_after), (cols.pad_before, cols.pad_after))
-    out = np.zeros((cfg.num_classes, rows.stitched_length, cols.stitched_length), np.float32)
-    blend = cfg.padding == "same" and (len(rows.starts) > 1 or len(cols.starts) > 1)
-    if blend:
-        window = np.outer(blend_window(rows.tile_out, rows.tile_in - rows.step), blend_window(cols.tile_out, cols.tile_in - cols.step))
-        weight = np.zeros(out.shape[1:], np.float32)
-    origins = [(r, c) for r in rows.starts for c in cols.starts]
-    batches = [origins[i : i + batch_size] for i in range(0, len(origins), batch_size)]
 
     def cut(batch):  # (B, C, th, tw)
-        x = np.stack([padded[:, r : r + rows.tile_in, c : c + cols.tile_in] for r, c in batch])
+        x = np.stack([padded[:, rows.starts[i] : rows.starts[i] + rows.tile_in, cols.starts[j] : cols.starts[j] + cols.tile_in] for i, j in batch])
         return x if transform is None else transform(x)
 
-    bar = tqdm(total=len(origins), desc="tiles", unit="tile", disable=not progress, leave=False)
-    for batch, x in _prefetched(batches, cut):
-        y = forward(x)  # (B, K, th_out, tw_out)
-        for (r, c), logits in zip(batch, y):
-            if blend:
-                out[:, r : r + rows.tile_out, c : c + cols.tile_out] += logits * window
-                weight[r : r + rows.tile_out, c : c + cols.tile_out] += window
-            else:
-                out[:, r : r + rows.tile_out, c : c + cols.tile_out] = logits
-        bar.update(len(batch))
-    bar.close()
-    if blend:
-        out /= weight
-    return out[:, rows.out_offset : rows.out_offset + h, cols.out_offset : cols.out_offset + w]
+    out = np.empty((cfg.num_classes, h, w), np.float32)
+    stitcher = Stitcher(grid)
+    with tqdm(total=len(grid.tiles), desc="tiles", unit="tile", disable=not progress, leave=False) as bar:
+        for batch, x in prefetched(grid.batches, cut):
+            for result in forward_batch(forward, grid, batch, x):
+                for block in stitcher.add(result):
+                    logits = block.outputs[0]  # (K, h, W)
+                    out[:, block.row0 : block.row0 + logits.shape[1]] = logits
+            bar.update(len(batch))
+    return out
 
 
 def mask_dtype(num_classes: int) -> type:
@@ -141,9 +125,21 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=0, keepdims=True)
 
 
+def probabilities_to_mask(probs: np.ndarray) -> np.ndarray:
+    """(K, H, W) class probabilities -> (H, W) mask of the most probable class (uint8, or uint16 beyond 256 classes).
+
+    Example:
+        >>> probabilities_to_mask(np.array([[[0.9, 0.2]], [[0.1, 0.8]]]))
+        array([[0, 1]], dtype=uint8)
+    """
+    return probs.argmax(axis=0).astype(mask_dtype(probs.shape[0]))
+
+
 @dataclass
 class Segmenter:
-    """A trained U-Net with what prediction needs: normalisation, class names and colours, geometry.
+    """A trained U-Net with what prediction needs: normalisation, class names and colours, geometry, and
+    the :class:`~unetkit.inference.options.InferenceOptions` it runs with (``tile`` and ``batch_size`` set
+    the tiles; the others say how it was loaded).
 
     ``forward`` is the backend: :class:`TorchForward` for checkpoints, or the ONNX Runtime one for
     exported models; everything else (tiling, outputs) is the same for all of them.
@@ -153,10 +149,9 @@ class Segmenter:
         >>> mask = seg.predict_mask(image)  # (H, W) class indices for an (H, W, C) image
     """
 
-    forward: "TorchForward"
+    forward: TileFunction
     meta: dict
-    tile: int = DEFAULT_TILE
-    batch_size: int = 4
+    options: InferenceOptions = field(default_factory=InferenceOptions)
     progress: bool = False
     classes: list[str] = field(init=False)
 
@@ -173,36 +168,41 @@ class Segmenter:
         return getattr(self.forward, "model", None)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "fp32", **kwargs) -> "Segmenter":
+    def from_checkpoint(cls, path: str | Path, options: InferenceOptions | None = None, progress: bool = False) -> "Segmenter":
+        """A PyTorch checkpoint run by PyTorch. The Segmenter holds ``options`` resolved: ``device`` and
+        ``precision`` "auto" become what this machine runs, ``tile`` None the default. Use
+        :func:`unetkit.loading.load_segmenter` for every backend."""
+        options = options or InferenceOptions()
         ckpt = load_checkpoint(path)
         meta = ckpt["meta"]
         model = UNet(ModelConfig.from_dict(meta["model"]))
         model.load_state_dict(ckpt["model"])
-        dev = resolve_device(device)
+        dev = resolve_device(options.device)
+        precision = resolve_precision(options.precision, dev)
         # NHWC convolutions are 25-60% faster on CPU in fp32 (docs/benchmarks.md, cpu-inference).
-        forward = TorchForward(model.to(dev), dev, resolve_precision(precision, dev), channels_last=dev.type == "cpu")
-        return cls(forward, meta, **kwargs)
+        forward = TorchForward(model.to(dev), dev, precision, channels_last=dev.type == "cpu")
+        return cls(forward, meta, dataclasses.replace(options, tile=options.tile or DEFAULT_TILE, device=str(dev), precision=precision), progress)
 
     @property
     def colors(self) -> list[tuple[int, int, int]]:
         return [tuple(c) for c in self.meta["colors"]]
 
     def check_image(self, image: np.ndarray, name: str = "image") -> None:
-        from unetkit.errors import UnetkitError
+        """Refuse anything but an (H, W, C) image with the model's channels."""
+        self.check_channels(image.shape[2] if image.ndim == 3 else 1, name, image.ndim == 3)
 
-        want = self.config.in_channels
-        if image.ndim != 3 or image.shape[2] != want:
-            raise UnetkitError(
-                f"{name} has {image.shape[2] if image.ndim == 3 else 1} channel(s); this model was trained on {want}; "
-                "convert the image to the training data's channels"
-            )
+    def check_channels(self, channels: int, name: str = "image", shaped: bool = True) -> None:
+        """Refuse an image ``name`` of ``channels`` channels (or not ``shaped`` (H, W, C)) unless the model was trained on as many."""
+        if not shaped or channels != self.config.in_channels:
+            raise UnetkitError(f"{name} has {channels} channel(s); this model was trained on {self.config.in_channels}; "
+                               "convert the image to the training data's channels")  # fmt: skip
 
     def logits(self, image: np.ndarray) -> np.ndarray:
         """(H, W, C) image in its native dtype -> (K, H, W) float32 logits."""
         self.check_image(image)
         norm = self.meta["normalization"]
         # Normalised a batch of tiles at a time, so no float copy of the whole image exists.
-        return tiled_logits(self.forward, image.transpose(2, 0, 1), self.tile, self.batch_size, progress=self.progress,
+        return tiled_logits(self.forward, image.transpose(2, 0, 1), self.options.tile, self.options.batch_size, progress=self.progress,
                             transform=lambda x: standardize(x, norm["mean"], norm["std"], axis=1))
 
     def predict_proba(self, image: np.ndarray) -> np.ndarray:
@@ -210,24 +210,5 @@ class Segmenter:
         return softmax(self.logits(image))
 
     def predict_mask(self, image: np.ndarray) -> np.ndarray:
-        """(H, W, C) image -> (H, W) class indices (uint8, or uint16 beyond 255 classes)."""
+        """(H, W, C) image -> (H, W) class indices (uint8, or uint16 beyond 256 classes)."""
         return self.logits(image).argmax(axis=0).astype(mask_dtype(len(self.classes)))
-
-
-def as_segmenter(model: "str | Path | Segmenter", device: str = "auto", backend: str = "torch", int8: bool = False,
-                 calibration: "str | Path | None" = None, **kwargs) -> Segmenter:
-    """``model`` itself if it is already a :class:`Segmenter`, else the file at that path loaded as one:
-    an exported ``.onnx`` model with ONNX Runtime, anything else as a checkpoint. A checkpoint with
-    ``backend="onnxruntime"`` or ``int8`` runs through ONNX Runtime (see :mod:`unetkit.inference.quantize`)."""
-    if isinstance(model, Segmenter):
-        return model
-    if backend != "torch" or int8:
-        from unetkit.inference.quantize import load_with_backend
-
-        backend = "onnxruntime" if backend == "torch" else backend  # int8 runs on ONNX Runtime
-        return load_with_backend(model, backend=backend, int8=int8, calibration=calibration, device=device, **kwargs)
-    if Path(model).suffix.lower() == ".onnx":
-        from unetkit.inference.onnx_backend import load_onnx
-
-        return load_onnx(model, device=device, **kwargs)
-    return Segmenter.from_checkpoint(model, device=device, **kwargs)

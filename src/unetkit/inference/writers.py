@@ -19,18 +19,9 @@ import tifffile
 
 from unetkit.data.geo import GeoReader, GeoWriter
 from unetkit.errors import UnetkitError
+from unetkit.inference.sources import zarr_module
 
 FILE_TILE = 256  # tile (and row block) size of the written files
-
-
-def zarr_module():
-    """Import zarr, or fail with the install hint."""
-    try:
-        import zarr
-    except ImportError:
-        raise UnetkitError("streaming large images needs zarr: pip install 'unetkit[large]'") from None
-    return zarr
-
 
 
 def partial_path(target: Path) -> Path:

@@ -1,4 +1,4 @@
-"""Building blocks of the U-Net: the double conv, the down and up steps, and the skip crop."""
+"""Building blocks of the U-Net: the double conv, the up step with its skip crop, and the crop margins."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from unetkit.models.config import NORMS, UP_MODES
-
 
 
 def make_norm(norm: str, channels: int) -> nn.Module:
@@ -43,9 +42,14 @@ class DoubleConv(nn.Sequential):
 
 
 class Up(nn.Module):
-    """Up-sample by 2 halving the channels, concatenate the (cropped) skip, then a double conv."""
+    """Up-sample by 2 halving the channels, concatenate the (cropped) skip, then a double conv.
 
-    def __init__(self, in_ch: int, out_ch: int, padding: str, norm: str, up_mode: str) -> None:
+    ``margin`` is how many pixels the skip exceeds the up-sampled map along each axis: constant for a
+    level whatever the input size (see :func:`skip_margins`), so the crop is a constant slice that a
+    tracer keeps symbolic and the exported graph runs on any valid size.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, padding: str, norm: str, up_mode: str, margin: int = 0) -> None:
         super().__init__()
         if up_mode == "transposed":
             # The paper's "2x2 up-convolution that halves the number of feature channels".
@@ -58,21 +62,37 @@ class Up(nn.Module):
         else:
             raise ValueError(f"up_mode={up_mode!r}; expected one of {UP_MODES}")
         self.conv = DoubleConv(2 * out_ch, out_ch, padding, norm)
+        self.margin = margin
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = self.up(x)  # (N, C/2, 2h, 2w)
-        skip = center_crop(skip, x.shape[-2:])  # (N, C/2, 2h, 2w): valid mode trims the skip
+        skip = crop_margin(skip, self.margin)  # (N, C/2, 2h, 2w): valid mode trims the skip
         return self.conv(torch.cat([skip, x], dim=1))  # cat -> (N, C, 2h, 2w)
 
 
-def center_crop(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
-    """Crop the last two dims of ``x`` to ``size`` around the centre (the paper's skip crop)."""
-    h, w = x.shape[-2:]
-    th, tw = int(size[0]), int(size[1])
-    if (h, w) == (th, tw):
-        return x
-    if th > h or tw > w:
-        raise ValueError(f"cannot crop {(h, w)} to larger {(th, tw)}")
-    top, left = (h - th) // 2, (w - tw) // 2
-    return x[..., top : top + th, left : left + tw]
+def skip_margins(depth: int, padding: str) -> list[int]:
+    """Pixels the skip of each level exceeds the up-sampled map by, deepest level first (the paper's crop).
 
+    Valid mode: each double conv trims 4 pixels. With ``d`` the difference between a level's skip and the
+    output of its up step (0 at the bottom), the next level up has margin ``2 d + 8`` and difference
+    ``2 d + 12``: 8, 32, 80, 176 for the paper's depth 5, whatever the input size. Same mode: all 0.
+
+    Example:
+        >>> skip_margins(5, "valid")
+        [8, 32, 80, 176]
+    """
+    if padding != "valid":
+        return [0] * (depth - 1)
+    margins, d = [], 0
+    for _ in range(depth - 1):
+        margins.append(2 * d + 8)
+        d = 2 * d + 12
+    return margins
+
+
+def crop_margin(x: torch.Tensor, margin: int) -> torch.Tensor:
+    """Remove ``margin`` pixels from the last two axes of ``x``: ``margin // 2`` before, the rest after."""
+    if margin == 0:
+        return x
+    a, b = margin // 2, margin - margin // 2
+    return x[..., a:-b, a:-b]

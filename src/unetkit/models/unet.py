@@ -7,6 +7,9 @@ two 3x3 convs + ReLU. A 1x1 conv maps to ``num_classes`` logits.
 ``padding="valid"`` is the paper's unpadded network: the output is smaller than the input
 (572 -> 388 with the defaults) and every output pixel sees its full context, which makes overlap-tile
 inference exact. ``padding="same"`` pads the convs so the output has the input's size.
+
+The forward pass is also the exported one (:mod:`unetkit.exporting`): skip crops are constant margins
+and the input-size check is skipped while tracing, so a traced graph keeps every size symbolic.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from unetkit.models.blocks import DoubleConv, Up
+from unetkit.models.blocks import DoubleConv, Up, skip_margins
 from unetkit.models.config import ModelConfig, check_input_size
 
 
@@ -39,8 +42,10 @@ class UNet(nn.Module):
             in_ch = w
         self.pool = nn.MaxPool2d(2, stride=2)
         self.dropout = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
+        margins = skip_margins(c.depth, c.padding)  # deepest level first, like self.up
         self.up = nn.ModuleList(
-            Up(widths[i + 1], widths[i], c.padding, c.norm, c.up_mode) for i in reversed(range(c.depth - 1))
+            Up(widths[i + 1], widths[i], c.padding, c.norm, c.up_mode, margin)
+            for i, margin in zip(reversed(range(c.depth - 1)), margins)
         )
         self.head = nn.Conv2d(widths[0], c.num_classes, 1)
         self.reset_parameters()
@@ -55,7 +60,8 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.config
-        check_input_size(tuple(x.shape[-2:]), c.depth, c.padding)
+        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):  # a traced size check would freeze the sizes
+            check_input_size(tuple(x.shape[-2:]), c.depth, c.padding)
         skips = []
         for i, block in enumerate(self.down):
             x = block(x)  # (N, w_i, h, w): valid mode trims 4 pixels

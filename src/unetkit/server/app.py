@@ -15,8 +15,9 @@ import socket
 import tempfile
 from pathlib import Path
 
-from unetkit import __version__
+from unetkit.commands import Limits
 from unetkit.errors import UnetkitError
+from unetkit.version import __version__
 
 try:
     import python_multipart  # noqa: F401 - parses the uploads; Starlette imports it only when a form arrives
@@ -29,7 +30,7 @@ except ImportError as e:
     raise UnetkitError(f"unetkit serve needs fastapi, uvicorn and python-multipart ({e.name} is missing): pip install 'unetkit[serve]'") from None
 
 from unetkit.inference.predictor import Segmenter
-from unetkit.server.core import FORMATS, InferencePool, Limits, RequestError, segment
+from unetkit.server.core import FORMATS, InferencePool, RequestError, segment
 
 STATIC = Path(__file__).parent / "static"
 #: The page loads only its own files; the overlay comes back as a data: URL.
@@ -76,15 +77,15 @@ def create_app(segmenter: Segmenter, limits: Limits | None = None, name: str = "
 
     Args:
         segmenter: The model (``unetkit.load(...)``, a checkpoint or an ``.onnx`` file).
-        limits: Upload size, pixel count, workers and queue (default :class:`Limits`).
+        limits: Upload size, pixel count, jobs and queue (default :class:`Limits`).
         name: The model's name shown by ``/health`` and the page.
 
     Example:
-        >>> app = create_app(unetkit.load("model.onnx"), Limits(workers=2))  # doctest: +SKIP
+        >>> app = create_app(unetkit.load("model.onnx"), Limits(jobs=2))  # doctest: +SKIP
         >>> uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
     """
     limits = limits or Limits()
-    pool = InferencePool(limits.workers, limits.max_queue)
+    pool = InferencePool(limits.jobs, limits.max_queue)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -101,7 +102,7 @@ def create_app(segmenter: Segmenter, limits: Limits | None = None, name: str = "
         "classes": segmenter.classes,
         "colors": [list(c) for c in segmenter.colors],
         "in_channels": segmenter.config.in_channels,
-        "tile": segmenter.tile,
+        "tile": segmenter.options.tile,
         "limits": limits.to_dict(),
         "unetkit_version": __version__,
     }
@@ -189,5 +190,5 @@ def run_server(segmenter: Segmenter, limits: Limits, host: str = "127.0.0.1", po
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"unetkit serve: listening on {host}, reachable from other machines; the server has no authentication")
     print(f"unetkit serve: {name} ({_backend(segmenter)}, classes {', '.join(segmenter.classes)}) on http://{host}:{port}/ "
-          f"(max {limits.max_upload_mb:g} MB, {limits.max_pixels:,} pixels, {limits.workers} worker(s)); Ctrl-C stops it", flush=True)  # fmt: skip
+          f"(max {limits.max_upload_mb:g} MB, {limits.max_pixels:,} pixels, {limits.jobs} job(s) at once); Ctrl-C stops it", flush=True)  # fmt: skip
     uvicorn.run(create_app(segmenter, limits, name), host=host, port=port, log_level="info", timeout_keep_alive=5)

@@ -13,15 +13,17 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from unetkit.data.io import probe_image, read_image
+from unetkit.commands import Limits
 from unetkit.errors import UnetkitError
-from unetkit.inference.predictor import Segmenter, mask_dtype, softmax
+from unetkit.inference.predictor import Segmenter, probabilities_to_mask
+from unetkit.instances import model_target, object_table, probabilities_to_instances
+from unetkit.report import overlay as draw_overlay
 
 #: Declared content types an upload may have; the bytes decide the actual format.
 ACCEPTED_TYPES = frozenset({"image/png", "image/jpeg", "image/tiff", "image/bmp", "image/x-ms-bmp", "application/octet-stream", ""})
@@ -44,39 +46,6 @@ class RequestError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status, self.message = status, message
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one server accepts and how much it computes at once.
-
-    Attributes:
-        max_upload_mb: Largest request body in MB (2**20 bytes); larger ones get 413 (default 32).
-        max_pixels: Largest image, height x width, decoded; larger ones get 413 before their pixels
-            are decoded (default 16,777,216 = 4096 x 4096).
-        workers: Images segmented at the same time (default 1); each holds its image and logits.
-        max_queue: Requests that may wait for a worker (default 32); beyond that the server answers
-            503 at once instead of buffering without bound.
-    """
-
-    max_upload_mb: float = 32.0
-    max_pixels: int = 4096 * 4096
-    workers: int = 1
-    max_queue: int = 32
-
-    def __post_init__(self) -> None:
-        if not self.max_upload_mb > 0:
-            raise UnetkitError(f"--max-upload-mb must be > 0, got {self.max_upload_mb}")
-        for name, low in (("max_pixels", 1), ("workers", 1), ("max_queue", 0)):
-            if getattr(self, name) < low:
-                raise UnetkitError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(self, name)}")
-
-    @property
-    def max_upload_bytes(self) -> int:
-        return int(self.max_upload_mb * 2**20)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def sniff(data: bytes) -> str | None:
@@ -145,8 +114,6 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 def _instances(seg: Segmenter, probs: np.ndarray) -> dict | None:
     """Objects of models that give them (``target="instances"``, or binary foreground components)."""
-    from unetkit.instances import model_target, object_table, probabilities_to_instances
-
     try:
         target = model_target(seg.meta)
     except UnetkitError:  # a multi-class semantic model: which class would be the objects?
@@ -168,16 +135,14 @@ def segment(seg: Segmenter, data: bytes, filename: str, content_type: str, limit
     Returns:
         ``(media type, body)``: PNG bytes, or a JSON-able dict.
     """
-    from unetkit.report import overlay as draw_overlay
-
     start = time.perf_counter()
     image = decode_upload(data, filename, content_type, limits)
     try:
         seg.check_image(image, filename)
     except UnetkitError as e:
         raise RequestError(422, str(e)) from None
-    probs = softmax(seg.logits(image))  # (K, H, W)
-    mask = probs.argmax(0).astype(mask_dtype(probs.shape[0]))  # (H, W)
+    probs = seg.predict_proba(image)  # (K, H, W)
+    mask = probabilities_to_mask(probs)  # (H, W)
     if fmt == "png":
         return "image/png", png_bytes(mask)
     if fmt == "overlay":
@@ -200,16 +165,16 @@ def segment(seg: Segmenter, data: bytes, filename: str, content_type: str, limit
 
 
 class InferencePool:
-    """At most ``workers`` jobs run at once and at most ``max_queue`` more wait; the rest are refused.
+    """At most ``jobs`` jobs run at once and at most ``max_queue`` more wait; the rest are refused.
 
     A request takes a slot with :meth:`admit` before its body is read, so a flood of requests is
-    answered 503 at once rather than buffered: memory stays bounded by (workers + max_queue) uploads
-    plus ``workers`` images in flight.
+    answered 503 at once rather than buffered: memory stays bounded by (jobs + max_queue) uploads
+    plus ``jobs`` images in flight.
     """
 
-    def __init__(self, workers: int, max_queue: int) -> None:
-        self.capacity = workers + max_queue
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="unetkit-serve")
+    def __init__(self, jobs: int, max_queue: int) -> None:
+        self.capacity = jobs + max_queue
+        self._executor = ThreadPoolExecutor(jobs, thread_name_prefix="unetkit-serve")
         self._lock = threading.Lock()
         self.admitted = 0  # requests holding a slot: running, waiting, or still uploading
 

@@ -11,6 +11,7 @@ by the checkpoint's content, so the export and calibration happen once per check
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -18,8 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
+from unetkit.data.dataset import IGNORE, load_spec, read_pair
 from unetkit.data.io import atomic_write
+from unetkit.engine.checkpoint import load_checkpoint
 from unetkit.errors import UnetkitError
+from unetkit.exporting import export_model
+from unetkit.inference.onnx_backend import load_onnx
+from unetkit.inference.options import DEFAULT_TILE, InferenceOptions
+from unetkit.inference.predictor import Segmenter, normalize
+from unetkit.inference.tiling import mirror_pad, plan_axis
+from unetkit.metrics import confusion_matrix, scores
 
 MAX_DICE_DROP = 0.005
 
@@ -38,8 +47,6 @@ def _digest(path: Path) -> str:
 
 def onnx_for(checkpoint: str | Path, tile: int) -> Path:
     """The checkpoint exported to ONNX (fp32), from the cache or exported now."""
-    from unetkit.exporting import export_model
-
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise UnetkitError(f"{checkpoint}: checkpoint not found; pass a run's best.pt or last.pt")
@@ -52,8 +59,6 @@ def onnx_for(checkpoint: str | Path, tile: int) -> Path:
 
 def _calibration_pairs(data: str | Path | None, meta: dict, checkpoint: Path, max_images: int):
     """(image, class mask) pairs for calibration: ``data``, else the training data recorded in the checkpoint."""
-    from unetkit.data.dataset import load_spec, read_pair
-
     source = data or meta.get("train_config", {}).get("data")
     if not source:
         raise UnetkitError(f"{checkpoint}: --int8 needs calibration images with masks; pass --calibration DATA")
@@ -69,17 +74,14 @@ def _calibration_pairs(data: str | Path | None, meta: dict, checkpoint: Path, ma
     return [read_pair(p, spec) for p in pairs], str(source)
 
 
-def _tiles(seg, images: list[np.ndarray], count: int, seed: int = 0) -> list[np.ndarray]:
+def _tiles(seg: Segmenter, images: list[np.ndarray], count: int, seed: int = 0) -> list[np.ndarray]:
     """Normalised input tiles of the size prediction uses, cut at random places of the calibration images."""
-    from unetkit.inference.predictor import normalize
-    from unetkit.inference.tiling import mirror_pad, plan_axis
-
     rng = np.random.default_rng(seed)
     norm, cfg = seg.meta["normalization"], seg.config
     tiles = []
     for i, image in enumerate(images):
         x = normalize(image, norm["mean"], norm["std"])
-        rows, cols = plan_axis(x.shape[1], seg.tile, cfg.depth, cfg.padding), plan_axis(x.shape[2], seg.tile, cfg.depth, cfg.padding)
+        rows, cols = plan_axis(x.shape[1], seg.options.tile, cfg.depth, cfg.padding), plan_axis(x.shape[2], seg.options.tile, cfg.depth, cfg.padding)
         padded = mirror_pad(x, (rows.pad_before, rows.pad_after), (cols.pad_before, cols.pad_after))
         for _ in range(count // len(images) + (i < count % len(images))):  # images take turns, as evenly as possible
             r, c = rng.choice(rows.starts), rng.choice(cols.starts)
@@ -87,10 +89,7 @@ def _tiles(seg, images: list[np.ndarray], count: int, seed: int = 0) -> list[np.
     return tiles
 
 
-def _mean_dice(seg, pairs) -> float:
-    from unetkit.data.dataset import IGNORE
-    from unetkit.metrics import confusion_matrix, scores
-
+def _mean_dice(seg: Segmenter, pairs) -> float:
     k = len(seg.classes)
     cm = np.zeros((k, k), np.int64)
     for image, mask in pairs:
@@ -108,9 +107,6 @@ def int8_for(checkpoint: str | Path, tile: int, calibration: str | Path | None =
     Raises:
         UnetkitError: When int8 loses more than ``max_dice_drop`` mean Dice against fp32 (the file is not kept).
     """
-    from unetkit.engine.checkpoint import load_checkpoint
-    from unetkit.inference.onnx_backend import load_onnx
-
     try:
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
         from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -125,7 +121,7 @@ def int8_for(checkpoint: str | Path, tile: int, calibration: str | Path | None =
 
     meta = load_checkpoint(checkpoint)["meta"]
     pairs, source = _calibration_pairs(calibration, meta, checkpoint, max_images)
-    reference = load_onnx(fp32, tile=tile, progress=progress)
+    reference = load_onnx(fp32, InferenceOptions(tile=tile), progress)
     feeds = [{reference.forward.input_name: t} for t in _tiles(reference, [p[0] for p in pairs], 2 * len(pairs))]
 
     class Reader(CalibrationDataReader):
@@ -143,7 +139,7 @@ def int8_for(checkpoint: str | Path, tile: int, calibration: str | Path | None =
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     finally:
         prepared.unlink(missing_ok=True)
-    quantised = load_onnx(out, tile=tile, progress=progress)
+    quantised = load_onnx(out, InferenceOptions(tile=tile), progress)
     if meta.get("target", "semantic") != "semantic":
         # Targets derived from the masks (instances): score int8 against fp32's own prediction instead.
         pairs = [(image, reference.predict_mask(image)) for image, _ in pairs]
@@ -161,19 +157,12 @@ def int8_for(checkpoint: str | Path, tile: int, calibration: str | Path | None =
     return out, check
 
 
-def load_with_backend(checkpoint: str | Path, backend: str, int8: bool, calibration: str | Path | None = None,
-                      device: str = "auto", tile: int | None = None, **kwargs):
-    """A :class:`Segmenter` for ``checkpoint`` run by ONNX Runtime, in fp32 or checked int8."""
-    from unetkit.inference.onnx_backend import load_onnx
-    from unetkit.inference.predictor import DEFAULT_TILE
-
-    if backend not in ("torch", "onnxruntime"):
-        raise UnetkitError(f"backend={backend!r} is not one of torch, onnxruntime")
+def load_with_backend(checkpoint: str | Path, options: InferenceOptions, progress: bool = False) -> Segmenter:
+    """A :class:`Segmenter` for ``checkpoint`` run by ONNX Runtime, in fp32 or (``options.int8``) checked int8."""
     if Path(checkpoint).suffix.lower() == ".onnx":
         raise UnetkitError(f"{checkpoint}: already an ONNX model; --backend and --int8 apply to checkpoints (.pt)")
-    tile = tile or DEFAULT_TILE
-    if kwargs.get("precision", "auto") not in ("auto", "fp32"):
-        raise UnetkitError(f"precision={kwargs['precision']!r}: the onnxruntime backend computes in fp32 (or int8 with --int8)")
-    kwargs.pop("precision", None)
-    path = int8_for(checkpoint, tile, calibration, progress=kwargs.get("progress", False))[0] if int8 else onnx_for(checkpoint, tile)
-    return load_onnx(path, device=device, tile=tile, **kwargs)
+    if options.precision not in ("auto", "fp32"):
+        raise UnetkitError(f"precision={options.precision!r}: the onnxruntime backend computes in fp32 (or int8 with --int8)")
+    tile = options.tile or DEFAULT_TILE
+    path = int8_for(checkpoint, tile, options.calibration, progress=progress)[0] if options.int8 else onnx_for(checkpoint, tile)
+    return load_onnx(path, dataclasses.replace(options, tile=tile), progress)

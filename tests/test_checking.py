@@ -1,4 +1,4 @@
-"""Tests of the dataset doctor (``unetkit check``): every kind of problem on broken copies, and the real sets."""
+"""Tests of ``unetkit check`` (unetkit.checking): every kind of problem on broken copies, and the real sets."""
 
 import json
 import shutil
@@ -15,7 +15,7 @@ from tests.conftest import shared_data
 from unetkit.cli import main
 from unetkit.data.io import read_image
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 RED, GREEN = (255, 0, 0), (0, 255, 0)
 
 

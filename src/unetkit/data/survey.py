@@ -1,0 +1,89 @@
+"""Decode every mask of a validated data set and describe what is in it, for ``unetkit check``.
+
+:func:`describe` yields the problems only a full pass finds (masks that do not decode, empty masks,
+classes without pixels) and returns the raw values, class pixel counts and object counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from unetkit.data.checks import Problem, error, warning
+from unetkit.data.dataset import IGNORE, DataSpec, Pair, decode_mask, read_instances
+from unetkit.data.encoding import mask_values
+from unetkit.data.folders import relative
+from unetkit.data.io import read_mask_raw, read_palette
+from unetkit.errors import UnetkitError
+
+_BACKGROUND_NAMES = ("background", "bg", "unlabeled", "unlabelled", "void")
+
+
+@dataclass
+class Description:
+    """What decoding every mask of a data set found.
+
+    Attributes:
+        class_pixels: ``(num_classes,)`` int64 pixels of each class over all masks (ignored pixels excluded).
+        ignored_pixels: Pixels decoded as :data:`unetkit.data.dataset.IGNORE`.
+        values: Distinct raw mask values: integers, or ``(r, g, b)`` for colour masks (not for instances).
+        instances: Objects per mask (``instances`` mode only).
+        empty_masks: Masks with no pixel off the background (or every pixel ignored).
+        decoded: ``(pair, decoded mask)`` of every mask that decodes, in order.
+    """
+
+    class_pixels: np.ndarray
+    ignored_pixels: int = 0
+    values: set = field(default_factory=set)
+    instances: list[int] = field(default_factory=list)
+    empty_masks: list[Path] = field(default_factory=list)
+    decoded: list[tuple[Pair, np.ndarray]] = field(default_factory=list)
+
+
+def _decode(pair: Pair, spec: DataSpec, found: Description) -> np.ndarray:
+    """The decoded mask of ``pair``, recording its raw values or its number of objects in ``found``."""
+    if spec.mask_mode == "instances":  # the decoded mask is the union of the objects
+        labels = read_instances(pair, spec)
+        found.instances.append(int(labels.max()))
+        return (labels > 0).astype(np.int64)
+    mask = decode_mask(pair, spec)
+    found.values |= mask_values(read_mask_raw(pair.mask), read_palette(pair.mask), spec.mask_mode)
+    return mask
+
+
+def describe(spec: DataSpec, where: Path, progress: bool = False) -> Generator[Problem, None, Description]:
+    """Decode every mask of ``spec``: problems for masks that do not decode, empty masks and classes without pixels.
+
+    Args:
+        spec: The data set, from :func:`unetkit.data.dataset.validate`.
+        where: The dataset.yaml, or the data set folder without one (a class without pixels names it).
+        progress: Show a progress bar.
+
+    Returns:
+        The :class:`Description`.
+    """
+    found = Description(np.zeros(spec.num_classes, np.int64))
+    background_names = spec.mask_mode in ("binary", "instances") or spec.classes[0].lower() in _BACKGROUND_NAMES
+    background = 0 if background_names else None
+    for pair in tqdm(spec.pairs, desc="decoding", unit="mask", disable=not progress, leave=False):
+        try:
+            mask = _decode(pair, spec, found)
+        except UnetkitError as failure:
+            yield error(pair.mask, spec.root, str(failure).removeprefix(relative(pair.mask, spec.root)).lstrip(": "), str(failure))
+            continue
+        labelled = mask[mask != IGNORE]
+        found.class_pixels += np.bincount(labelled.ravel(), minlength=spec.num_classes)[: spec.num_classes]
+        found.ignored_pixels += int(mask.size - labelled.size)
+        if labelled.size == 0 or (background is not None and not (labelled != background).any()):
+            found.empty_masks.append(pair.mask)
+            what = "every pixel is ignored" if labelled.size == 0 else f"only '{spec.classes[background]}'"
+            yield warning(pair.mask, spec.root, f"empty mask ({what}); fine for negative examples, else re-export the mask")
+        found.decoded.append((pair, mask))
+    for name, count in zip(spec.classes, found.class_pixels):
+        if count == 0 and found.decoded:
+            yield warning(where, spec.root, f"class '{name}' has no pixels in any mask; remove it from 'classes' or label some")
+    return found

@@ -1,0 +1,49 @@
+"""Writing files safely: an output appears complete or not at all. The bottom of the package, used by every layer."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from unetkit.errors import UnetkitError
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it onto ``path`` only if the block succeeds.
+
+    The temporary file keeps the suffix of ``path`` (``.name.tmp-<random>.png``) so writers pick the
+    right format. On success it is flushed to disk and atomically replaces ``path``; on an exception it
+    is deleted and the old ``path``, if any, is left untouched. Parent folders are created.
+
+    Args:
+        path: The final file.
+
+    Yields:
+        The temporary path to write to.
+
+    Example:
+        >>> with atomic_write("out/mask.png") as tmp:  # doctest: +SKIP
+        ...     Image.fromarray(mask).save(tmp)
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp-{secrets.token_hex(4)}{path.suffix}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(error, OSError) and not isinstance(error, UnetkitError):
+            reason = error.strerror or type(error).__name__
+            raise UnetkitError(f"{path}: cannot write ({reason}); choose a writable output folder") from None
+        raise
