@@ -129,3 +129,19 @@ def test_help_and_import_do_not_load_torch():
     assert out.strip() == "[]"
     shown = subprocess.run([sys.executable, "-m", "unetkit", "train", "--help"], capture_output=True, text=True, check=True).stdout
     assert "--deterministic, --no-deterministic" in shown and "--no-progress" in shown
+
+
+def test_train_end_to_end_with_bare_and_valued_switches(tiny_data, tmp_path):
+    """The README's spellings reach the run: bare --deterministic, --no-progress, --report false."""
+    import yaml
+
+    from tests.conftest import TINY_MODEL
+    from unetkit.cli import main
+
+    model = [x for k, v in TINY_MODEL.items() if not isinstance(v, bool) for x in (f"--{k.replace('_', '-')}", str(v))]
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_data), "--out", str(out), "--epochs", "1", "--steps-per-epoch", "1",
+                 "--deterministic", "--no-progress", "--report", "false", *model]) == 0  # fmt: skip
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["deterministic"] is True and cfg["progress"] is False and cfg["report"] is False
+    assert not (out / "report").exists()

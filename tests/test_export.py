@@ -140,10 +140,15 @@ def test_cli_predict_with_onnx_writes_the_same_files(run, images, tmp_path):
                      "--precision", "fp32", "--tile", "300", "--no-progress"]) == 0  # fmt: skip
     mask = read_mask_raw(tmp_path / "onnx" / f"{path.stem}.png")
     assert mask.shape == read_image(path).shape[:2]
-    np.testing.assert_array_equal(mask, read_mask_raw(tmp_path / "pt" / f"{path.stem}.png"))
-    np.testing.assert_array_equal(read_image(tmp_path / "onnx" / f"{path.stem}_overlay.png"), read_image(tmp_path / "pt" / f"{path.stem}_overlay.png"))
     prob = [tifffile.imread(tmp_path / d / f"{path.stem}_prob.tif") for d in ("pt", "onnx")]
     assert np.abs(prob[0] - prob[1]).max() < 1e-5
+    # identical files wherever the decision is not a tie within that tolerance (see test_predict_parity_with_pytorch)
+    top2 = np.sort(prob[0], axis=0)[-2:]  # (2, H, W)
+    decided = top2[1] - top2[0] > 2e-5
+    assert decided.mean() > 0.999
+    np.testing.assert_array_equal(mask[decided], read_mask_raw(tmp_path / "pt" / f"{path.stem}.png")[decided])
+    overlays = [read_image(tmp_path / d / f"{path.stem}_overlay.png") for d in ("onnx", "pt")]
+    np.testing.assert_array_equal(overlays[0][decided], overlays[1][decided])
 
 
 def _snippet() -> str:

@@ -25,7 +25,7 @@ from unetkit.data.encoding import collect_values, listed
 from unetkit.data.folders import relative
 from unetkit.data.io import read_image, write_png, write_tiff
 from unetkit.data.survey import Description, describe
-from unetkit.data.weights import SIGMA, W0, balanced_class_weights, border_weight_map
+from unetkit.data.weights import balanced_class_weights, border_weight_map
 from unetkit.report import overlay
 
 _THUMB = 256  # preview tile size in pixels
@@ -68,15 +68,15 @@ def _add_validation(report: dict, found: Validation) -> None:
 
 def diagnose(
     data: str | os.PathLike,
-    mask_mode: str = "auto",
-    preview: str | os.PathLike | None = None,
-    preview_count: int = 12,
-    weights: str | os.PathLike | None = None,
-    weight_w0: float = W0,
-    weight_sigma: float = SIGMA,
-    progress: bool = True,
+    mask_mode: str,
+    preview: str | os.PathLike | None,
+    preview_count: int,
+    weights: str | os.PathLike | None,
+    weight_w0: float,
+    weight_sigma: float,
+    progress: bool,
 ) -> dict:
-    """Check a data set and report every problem; see :func:`unetkit.check` for the public entry point."""
+    """Check a data set and report every problem; see :func:`unetkit.check` for the public entry point and the defaults."""
     problems: list[Problem] = []
     report = _empty_report(data)
     found = run_checks(validate(data, mask_mode=mask_mode, read_files=True, progress=progress), problems)

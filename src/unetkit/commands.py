@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from unetkit.data.modes import MASK_MODES
-from unetkit.inference.options import DEFAULT_TILE, InferenceOptions, InstanceOptions
+from unetkit.data.modes import MASK_MODES, SIGMA, W0
+from unetkit.inference.options import DEFAULT_TILE, NODATA_CLASS, InferenceOptions, InstanceOptions
 from unetkit.errors import UnetkitError
 from unetkit.options import Options, opt
 
@@ -56,7 +56,7 @@ class PredictOptions(InferenceOptions, InstanceOptions):
     stream: str = opt("auto", "read and write tile by tile (images bigger than memory, docs/large-images.md); auto = zarr stores, "
                       "GeoTIFFs, images over 64 MP, and --out FILE", STREAM_MODES)
     pyramid: bool = opt(False, "streamed masks: add half-resolution levels (TIFF SubIFDs, GeoTIFF overviews, zarr levels)")
-    nodata_class: int = opt(255, "GeoTIFF input: class written where all bands are nodata; those tiles are skipped", low=0, high=65535)
+    nodata_class: int = opt(NODATA_CLASS, "GeoTIFF input: class written where all bands are nodata; those tiles are skipped", low=0, high=65535)
     dask: str | None = opt(None, "run the tiles of streamed images on this Dask scheduler (e.g. tcp://host:8786)", metavar="ADDRESS")
     dask_workers: int = opt(0, "run the tiles of streamed images on a local Dask cluster of N worker processes instead", low=0, metavar="N")
 
@@ -89,8 +89,8 @@ class CheckOptions(Options):
                                negatable=True)
     preview_count: int = opt(12, "pairs drawn in the preview", low=1)
     weights: str | None = opt(None, "write the paper's border weight map of every pair into this folder", metavar="DIR")
-    weight_w0: float = opt(10.0, "border term height w0", low=0)
-    weight_sigma: float = opt(5.0, "border term width sigma in pixels", low=0)
+    weight_w0: float = opt(W0, "border term height w0", low=0)
+    weight_sigma: float = opt(SIGMA, "border term width sigma in pixels", low=0)
     progress: bool = opt(True, _PROGRESS)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from unetkit.data.augmentation import AUGMENT_OPTIONS, AUGMENTS, Augmentation, resolve_augment
-from unetkit.data.modes import MASK_MODES, TARGETS
+from unetkit.data.modes import MASK_MODES, SIGMA, TARGETS, W0
 from unetkit.errors import UnetkitError
 from unetkit.files import atomic_write
 from unetkit.models.config import NORMS, PADDINGS, UP_MODES, ModelConfig
@@ -84,8 +84,8 @@ class TrainConfig(Options):
     noise_std: float | None = opt(None, "Gaussian noise with std up to this, in standard deviations (default: the preset's)")
     blur_sigma: float | None = opt(None, "Gaussian blur of half the patches with sigma up to this many pixels (default: the preset's)")
     foreground_fraction: float = opt(0.33, "share of patches centred on a pixel of a rare class (every class but the most frequent)")
-    weight_w0: float = opt(10.0, "weighted-ce: height w0 of the border term of the paper's weight map (paper: 10)")
-    weight_sigma: float = opt(5.0, "weighted-ce: width sigma in pixels of the border term (paper: 5)")
+    weight_w0: float = opt(W0, "weighted-ce: height w0 of the border term of the paper's weight map (paper: 10)")
+    weight_sigma: float = opt(SIGMA, "weighted-ce: width sigma in pixels of the border term (paper: 5)")
     workers: int = opt(1, "processes that sample and augment patches beside the training step (0: in the training process)")
     # validation, runtime
     val_every: int = opt(1, "validate every N epochs (whole images, tiled like predict)", low=1)

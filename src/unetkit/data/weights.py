@@ -16,10 +16,9 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from unetkit.data.modes import SIGMA, W0
 from unetkit.data.dataset import IGNORE, DataSpec, Pair, read_instances
 
-W0 = 10.0  # paper: w0 = 10
-SIGMA = 5.0  # paper: sigma ~ 5 pixels
 _TOLERANCE = 1e-4  # the border term is computed exactly wherever it exceeds this
 
 

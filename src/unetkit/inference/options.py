@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from unetkit.options import PRECISIONS, Options, opt
 
 DEFAULT_TILE = 512
+DEFAULT_BATCH = 4  # tiles per forward pass
+NODATA_CLASS = 255  # class written where a GeoTIFF has no data
 BACKENDS = ("torch", "onnxruntime")
 
 
@@ -18,7 +20,7 @@ class InferenceOptions(Options):
     """How a model runs: tiles, batch, device, arithmetic and backend (``unetkit.load`` and every command that predicts)."""
 
     tile: int | None = opt(DEFAULT_TILE, "input tile size in pixels (None: an exported model's recommended tile)", low=1)
-    batch_size: int = opt(4, "tiles per forward pass", low=1)
+    batch_size: int = opt(DEFAULT_BATCH, "tiles per forward pass", low=1)
     device: str = opt("auto", "auto (cuda if available), cpu, cuda or cuda:N")
     precision: str = opt("auto", "arithmetic of a checkpoint; auto = bf16 where it measurably beats fp32 on this hardware, "
                          "else fp32; .onnx models compute in fp32", ("auto", *PRECISIONS))

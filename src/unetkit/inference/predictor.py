@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from unetkit.engine.checkpoint import load_checkpoint
 from unetkit.errors import UnetkitError
-from unetkit.inference.options import DEFAULT_TILE, InferenceOptions
+from unetkit.inference.options import DEFAULT_BATCH, DEFAULT_TILE, InferenceOptions
 from unetkit.inference.stitch import Stitcher, TileFunction, TileGrid, forward_batch, prefetched
 from unetkit.inference.tiling import mirror_pad
 from unetkit.models.config import ModelConfig
@@ -70,7 +70,7 @@ def tiled_logits(
     model: "UNet | TileFunction",
     image: np.ndarray,
     tile: int = DEFAULT_TILE,
-    batch_size: int = 4,
+    batch_size: int = DEFAULT_BATCH,
     device: torch.device | None = None,
     precision: str = "fp32",
     progress: bool = False,

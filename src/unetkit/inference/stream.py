@@ -27,6 +27,7 @@ from unetkit.data.geo import GeoReader, is_georeferenced
 from unetkit.data.io import probe_image
 from unetkit.errors import UnetkitError
 from unetkit.inference.dask_predict import dask_results
+from unetkit.inference.options import NODATA_CLASS
 from unetkit.inference.predictor import Segmenter, mask_dtype, probabilities_to_mask, softmax
 from unetkit.inference.sources import is_zarr, load_batch, open_source
 from unetkit.inference.stitch import Reduce, Stitcher, TileGrid, TileResult, forward_batch, prefetched
@@ -120,7 +121,7 @@ def predict_stream(
     target: str | os.PathLike,
     probabilities: bool = False,
     pyramid: bool = False,
-    nodata_class: int = 255,
+    nodata_class: int = NODATA_CLASS,
     dask: str | None = None,
     dask_workers: int = 0,
     progress: bool = True,
