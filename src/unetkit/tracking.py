@@ -32,6 +32,7 @@ import numpy as np
 from unetkit.engine.callbacks import Callback, TrainView
 from unetkit.engine.run_folder import RunFolder
 from unetkit.errors import TrainingInterrupted, UnetkitError
+from unetkit.extras import optional
 from unetkit.evaluation import validation_report
 from unetkit.inference.options import InferenceOptions
 from unetkit.inference.predictor import normalize, tiled_logits
@@ -53,10 +54,7 @@ def summary_writer_class():
 
 def mlflow_module():
     """Import mlflow, or fail with the install hint."""
-    try:
-        import mlflow
-    except ImportError:
-        raise UnetkitError("--log mlflow needs MLflow: pip install 'unetkit[mlflow]'") from None
+    mlflow = optional("mlflow", "--log mlflow needs MLflow", "mlflow")
     for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):  # "Creating initial MLflow database tables..."
         logging.getLogger(name).setLevel(logging.WARNING)
     return mlflow

@@ -16,6 +16,7 @@ import numpy as np
 import tifffile
 
 from unetkit.errors import UnetkitError
+from unetkit.extras import optional
 
 # ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory, GDAL_NODATA
 GEO_TAGS = frozenset({33550, 33922, 34264, 34735, 42113})
@@ -25,11 +26,7 @@ GDAL_CACHE_MB = 64  # GDAL's block cache defaults to 5% of the RAM: cap it so th
 def rasterio_module() -> ModuleType:
     """Import rasterio, or fail with the install hint."""
     os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
-    try:
-        import rasterio
-    except ImportError:
-        raise UnetkitError("GeoTIFF needs rasterio: pip install 'unetkit[geo]'") from None
-    return rasterio
+    return optional("rasterio", "GeoTIFF needs rasterio", "geo")
 
 
 def is_georeferenced(path: str | os.PathLike) -> bool:

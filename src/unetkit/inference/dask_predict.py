@@ -25,6 +25,7 @@ import torch
 
 from unetkit.engine.checkpoint import save_checkpoint
 from unetkit.errors import UnetkitError
+from unetkit.extras import optional
 from unetkit.inference.options import InferenceOptions
 from unetkit.inference.predictor import Segmenter
 from unetkit.inference.sources import load_batch, open_source
@@ -86,10 +87,7 @@ def connect(address: str | None, workers: int):
     Returns:
         ``(client, cluster)``; ``cluster`` is None for a remote scheduler. Close both when done.
     """
-    try:
-        import distributed
-    except ImportError:
-        raise UnetkitError("--dask needs Dask: pip install 'unetkit[large]'") from None
+    distributed = optional("distributed", "--dask needs Dask", "large")
     if address:
         try:
             return distributed.Client(address, timeout="20s"), None

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from unetkit.errors import UnetkitError
+from unetkit.extras import optional
 from unetkit.inference.options import InferenceOptions
 from unetkit.inference.predictor import Segmenter
 from unetkit.models.config import ModelConfig
@@ -31,11 +32,7 @@ INPUT, OUTPUT = "image", "logits"
 
 
 def _onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError:
-        raise UnetkitError("running an .onnx model needs onnxruntime: pip install 'unetkit[onnx]'") from None
-    return onnxruntime
+    return optional("onnxruntime", "running an .onnx model needs onnxruntime", "onnx")
 
 
 def _default_threads() -> int:

@@ -17,6 +17,7 @@ import tifffile
 from unetkit.data.geo import GeoReader, is_georeferenced
 from unetkit.data.io import read_image
 from unetkit.errors import UnetkitError
+from unetkit.extras import optional
 from unetkit.inference.predictor import standardize
 from unetkit.inference.stitch import TileGrid
 
@@ -25,11 +26,7 @@ MAX_BANDS = 16  # a window of more channels than this is a stack of pages, not a
 
 def zarr_module():
     """Import zarr, or fail with the install hint."""
-    try:
-        import zarr
-    except ImportError:
-        raise UnetkitError("streaming large images needs zarr: pip install 'unetkit[large]'") from None
-    return zarr
+    return optional("zarr", "streaming large images needs zarr", "large")
 
 
 def is_zarr(path: str | os.PathLike) -> bool:

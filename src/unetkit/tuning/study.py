@@ -6,16 +6,14 @@ import json
 from pathlib import Path
 
 from unetkit.errors import UnetkitError
+from unetkit.extras import optional
 
 STUDY = "unetkit"  # the study's name in study.db
 
 
 def optuna_module():
     """Import optuna (quiet: tune prints one line per trial), or fail with the install hint."""
-    try:
-        import optuna
-    except ImportError:
-        raise UnetkitError("unetkit tune needs Optuna: pip install 'unetkit[tune]'") from None
+    optuna = optional("optuna", "unetkit tune needs Optuna", "tune")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
 
