@@ -78,7 +78,7 @@ def quick_models(folder: Path, minutes: float) -> dict[str, Path]:
     data = make_dataset(folder / "data", 8, [(256, 256)], seed=1)
     found = {}
     for _, size in NETWORKS:
-        result = unetkit.train(data=str(data), out=str(folder / size), model_size=size, padding="same", patch_size=128,
+        result = unetkit.train(data=str(data), out=str(folder / size), overwrite=True, model_size=size, padding="same", patch_size=128,
                                time=minutes, progress=False, report=False, val_fraction=0.25)
         found[size] = Path(result.run_dir) / "best.pt"
     return found
@@ -220,7 +220,7 @@ def unetkit_images_per_s(folder: Path, steps: int, compile_model: bool, batch: i
     """``unetkit.train`` itself (sampling and augmenting in a worker), timed over an epoch after the first."""
     data = make_dataset(folder / "data", 6, [(512, 512)], seed=2)
     run = folder / ("compiled" if compile_model else "default")
-    unetkit.train(data=str(data), out=str(run), patch_size=256, batch_size=batch, steps_per_epoch=steps, epochs=3,
+    unetkit.train(data=str(data), out=str(run), overwrite=True, patch_size=256, batch_size=batch, steps_per_epoch=steps, epochs=3,
                   val_every=10, compile=compile_model, progress=False, report=False, val_fraction=0.2)
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     return steps * batch / (float(rows[1]["time_s"]) - float(rows[0]["time_s"]))  # epoch 2: no validation, warm
@@ -253,7 +253,7 @@ def tta_section(folder: Path, minutes: float) -> tuple[list[str], dict]:
     if not (ROOT / ".." / "shared" / "data" / "isbi2012").is_dir():
         return ["### Time to accuracy on ISBI 2012", "", "Not measured: ../shared/data/isbi2012 is absent."], {}
     run = folder / "isbi"
-    unetkit.train(data=str(ISBI), out=str(run), time=minutes, progress=False, report=False)
+    unetkit.train(data=str(ISBI), out=str(run), overwrite=True, time=minutes, progress=False, report=False)
     rows = list(csv.DictReader((run / "metrics.csv").open()))
 
     def first(column: str, target: float) -> str:

@@ -41,7 +41,7 @@ OPTIONS = ["--model-size", "cpu", "--epochs", "3", "--val-every", "3", "--progre
 def train(nproc: int, data: Path, val: Path, out: Path, steps: int, batch_size: int) -> dict:
     """One run in its own process; steps/s and patches/s over its second epoch."""
     launch = ["--nproc", str(nproc)] if nproc > 1 else []
-    cmd = [sys.executable, "-m", "unetkit", "train", *launch, "--data", str(data), "--val", str(val), "--out", str(out),
+    cmd = [sys.executable, "-m", "unetkit", "train", *launch, "--data", str(data), "--val", str(val), "--out", str(out), "--overwrite",
            "--steps-per-epoch", str(steps), "--batch-size", str(batch_size), *OPTIONS]  # fmt: skip
     t0 = time.monotonic()
     done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

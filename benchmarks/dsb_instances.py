@@ -52,7 +52,7 @@ CROP = 256
 
 def command(name: str, target: str, minutes: float, out: Path) -> list[str]:
     """The ``unetkit train`` arguments of one run."""
-    args = ["train", "--data", str(DSB.relative_to(ROOT)), "--out", str(out / name), "--time", f"{minutes:g}", "--target", target]
+    args = ["train", "--data", str(DSB.relative_to(ROOT)), "--out", str(out / name), "--overwrite", "--time", f"{minutes:g}", "--target", target]
     for key, value in OPTIONS.items():
         args += [f"--{key.replace('_', '-')}", str(value).lower() if isinstance(value, bool) else str(value)]
     return args

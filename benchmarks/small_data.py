@@ -69,7 +69,7 @@ def separated_touching(truth: np.ndarray, pred_fg: np.ndarray) -> tuple[int, int
 
 def train(name: str, data, minutes: float, out: Path, augment: str, loss: str, **extra):
     t0 = time.monotonic()
-    result = unetkit.train(data=str(data), out=str(out / name), time=minutes, augment=augment, loss=loss, report=False,
+    result = unetkit.train(data=str(data), out=str(out / name), overwrite=True, time=minutes, augment=augment, loss=loss, report=False,
                            progress=False, **OPTIONS, **extra)  # fmt: skip
     print(f"{name}: {result.epochs} epochs, {result.steps} steps, {(time.monotonic() - t0) / 60:.1f} min, best val Dice {result.best_dice}", flush=True)
     return result

@@ -57,7 +57,7 @@ def main() -> int:
         print("../shared/data/isbi2012 not found: only the demo was measured", file=sys.stderr)
         isbi = None
     else:
-        result = unetkit.train(data=str(ISBI), out=str(out / "isbi"), time=args.minutes, progress=False, **ISBI_OPTIONS)
+        result = unetkit.train(data=str(ISBI), out=str(out / "isbi"), overwrite=True, time=args.minutes, progress=False, **ISBI_OPTIONS)
         scores = unetkit.evaluate(model=out / "isbi" / "best.pt", data=ISBI, split="val", json_path=out / "isbi_val.json", progress=False)
         isbi = (result, scores)
 

@@ -21,12 +21,13 @@ from unetkit.engine.launcher import launch
 from unetkit.engine.resume import resolve_run
 from unetkit.engine.trainer import TrainResult, train as run
 from unetkit.errors import UnetkitError
+from unetkit.files import refuse_clashes
 from unetkit.exporting import export_model
 from unetkit.inference.options import InferenceOptions
 from unetkit.inference.predictor import Segmenter, probabilities_to_mask
 from unetkit.inference.sources import is_zarr
-from unetkit.inference.stream import predict_stream, stream_targets
-from unetkit.instances import model_target, write_instances
+from unetkit.inference.stream import predict_stream, probabilities_path, stream_targets
+from unetkit.instances import instance_files, model_target, write_instances
 from unetkit.loading import load_segmenter
 from unetkit.report import overlay as draw_overlay
 from unetkit.tracking import run_callbacks
@@ -48,16 +49,16 @@ def train(callbacks=(), **options) -> TrainResult:
             ``nproc x batch_size``); None = in this process, or as one rank when torchrun started it.
         max_restarts: With ``nproc``: times torchrun restarts all workers after a failure; they resume
             from the run's last.pt.
+        overwrite: Start a new run in an ``out`` folder that already holds one (refused otherwise).
 
     Example:
         >>> unetkit.train(data="data/", out="runs/exp1", time=10, base_channels=32)
     """
     start = TrainRun.build("train", **{k: options.pop(k) for k in TRAIN_RUN if k in options})
-    config, resume, force, nproc, max_restarts = start.config, start.resume, start.force, start.nproc, start.max_restarts
-    if nproc is not None or max_restarts:  # each worker takes its callbacks from run_callbacks, named for the job file
+    if start.nproc is not None or start.max_restarts:  # each worker takes its callbacks from run_callbacks, named for the job file
         factory = f"{run_callbacks.__module__}:{run_callbacks.__qualname__}"
-        return launch(config, resume, force, callbacks, nproc, max_restarts, options, callbacks_factory=factory)
-    cfg, state = resolve_run(config, resume, force, options)
+        return launch(start, callbacks, options, callbacks_factory=factory)
+    cfg, state = resolve_run(start, options)
     with run_callbacks(cfg, callbacks) as hooks:  # the end-of-run report, yours, then --log's trackers (closed also on failure)
         return run(cfg, resume=state, callbacks=hooks)
 
@@ -135,6 +136,8 @@ def predict(model: str | Path | Segmenter, inputs: list[str | Path] | str | Path
     streamed = stream_targets(items, out, o.stream)  # {key: output file} of the inputs to stream
     if streamed and (o.overlay or o.instances):
         raise UnetkitError(f"{next(iter(streamed.values()))} is streamed; --overlay and --instances need an image that fits in memory (pass --stream never)")
+    planned = [(target, path) for key, path in items for target in _output_files(key, out, o, streamed.get(key)).values()]
+    refuse_clashes(planned, [path for _, path in items], "--out")
     seg = load_segmenter(model, InferenceOptions.pick(o))
     kind = model_target(seg.meta, str(model) if isinstance(model, (str, Path)) else "the model") if o.instances else None  # refuses models that cannot give objects
     written: list[Path] = []
@@ -144,6 +147,20 @@ def predict(model: str | Path | Segmenter, inputs: list[str | Path] | str | Path
         else:
             written += _predict_image(seg, path, out, key, o, kind)
     return written
+
+
+def _output_files(key: str, out: Path, o: PredictOptions, streamed: Path | None) -> dict[str, Path]:
+    """The files predict writes for input ``key``, by kind; ``streamed`` is the target of a streamed input."""
+    if streamed is not None:
+        return {"mask": streamed, **({"probabilities": probabilities_path(streamed)} if o.probabilities else {})}
+    files = {"mask": out / f"{key}.png"}
+    if o.probabilities:
+        files["probabilities"] = out / f"{key}_prob.tif"
+    if o.overlay:
+        files["overlay"] = out / f"{key}_overlay.png"
+    if o.instances:
+        files["instances"], files["objects"] = instance_files(out, key)
+    return files
 
 
 def _refuse_output_in_inputs(inputs: list, out: Path) -> None:
@@ -158,17 +175,15 @@ def _predict_image(seg: Segmenter, path: Path, out: Path, key: str, o: PredictOp
     seg.check_image(image, str(path))
     probs = seg.predict_proba(image)  # (K, H, W)
     mask = probabilities_to_mask(probs)
-    written = [out / f"{key}.png"]
-    write_png(written[-1], mask)
+    files = _output_files(key, out, o, None)
+    write_png(files["mask"], mask)
     if o.probabilities:
-        written.append(out / f"{key}_prob.tif")
-        write_tiff(written[-1], probs.astype(np.float32))
+        write_tiff(files["probabilities"], probs.astype(np.float32))
     if o.overlay:
-        written.append(out / f"{key}_overlay.png")
-        write_png(written[-1], draw_overlay(image, mask, seg.colors, seg.classes))
+        write_png(files["overlay"], draw_overlay(image, mask, seg.colors, seg.classes))
     if o.instances:
-        written += write_instances(out, key, probs, kind, o.seed_threshold, o.min_size, o.fill_holes)
-    return written
+        write_instances(out, key, probs, kind, o.seed_threshold, o.min_size, o.fill_holes)
+    return list(files.values())
 
 
 def check(data: str | Path, **options) -> dict:

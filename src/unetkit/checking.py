@@ -26,6 +26,7 @@ from unetkit.data.folders import relative
 from unetkit.data.io import read_image, write_png, write_tiff
 from unetkit.data.survey import Description, describe
 from unetkit.data.weights import balanced_class_weights, border_weight_map
+from unetkit.files import refuse_clashes
 from unetkit.report import overlay
 
 _THUMB = 256  # preview tile size in pixels
@@ -86,6 +87,7 @@ def diagnose(
         class_weights = balanced_class_weights(description.class_pixels)
         _add_description(report, found.spec, description, class_weights)
         decoded = description.decoded
+        _refuse_overwriting_inputs(decoded, preview, weights)
         if preview is not None and decoded:
             report["preview"] = str(write_preview(preview, decoded[:preview_count], found.spec))
         if weights is not None and decoded:
@@ -130,6 +132,16 @@ def write_preview(path: str | os.PathLike, decoded: list[tuple[Pair, np.ndarray]
     draw.text((4, y0 + legend_rows * 18 + 2), "ignored pixels are not tinted", fill="black")
     write_png(path, np.asarray(canvas))
     return Path(path)
+
+
+def _refuse_overwriting_inputs(decoded: list, preview: str | os.PathLike | None, weights: str | os.PathLike | None) -> None:
+    """Before check writes anything: neither the preview nor a weight map may replace an image or a mask."""
+    inputs = [p for pair, _ in decoded for p in (pair.image, pair.mask) if p is not None]
+    if preview is not None:
+        refuse_clashes([(Path(preview), Path("the preview"))], inputs, "--preview")
+    if weights is not None:
+        planned = [(Path(weights) / f"{pair.key}{suffix}", pair.image) for pair, _ in decoded for suffix in (".tif", ".png")]
+        refuse_clashes(planned, inputs, "--weights")
 
 
 def write_weight_maps(out: str | os.PathLike, decoded, spec: DataSpec, class_weights, w0: float, sigma: float, progress: bool) -> Path:

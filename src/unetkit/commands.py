@@ -40,6 +40,8 @@ class TrainRun(Options):
                             "N x --batch-size); for several machines run torchrun yourself (README: Several processes and machines)",
                             low=1, metavar="N")
     max_restarts: int = opt(0, "with --nproc: restart all workers up to K times after a failure, resuming from last.pt", low=0, metavar="K")
+    overwrite: bool = opt(False, "start a new run in an --out folder that holds one, replacing its checkpoints and metrics "
+                          "(without it such a folder is refused; --resume continues it)")
 
 
 @dataclass(kw_only=True)
@@ -140,7 +142,7 @@ class ServeOptions(InferenceOptions, Limits):
 class DemoOptions(Options):
     """``unetkit.demo``: train on generated data, predict, evaluate and write a report (a few minutes)."""
 
-    out: str = opt("unetkit-demo", "output folder")
+    out: str = opt("unetkit-demo", "output folder; the demo owns it and replaces what an earlier demo left there")
     epochs: int = opt(12, "training epochs", low=1)
     seed: int = opt(0, "random seed", low=0)
     progress: bool = opt(True, _PROGRESS)

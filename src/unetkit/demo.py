@@ -32,7 +32,7 @@ def run_demo(**options) -> dict:
     # Held-out images have sizes the network never saw: tiling handles any size.
     make_dataset(out / "heldout", 6, [(300, 220), (129, 381), (256, 256)], seed + 1000)
     result = train(
-        data=str(out / "data"), out=str(out / "run"), epochs=o.epochs, steps_per_epoch=25, batch_size=4,
+        data=str(out / "data"), out=str(out / "run"), overwrite=True, epochs=o.epochs, steps_per_epoch=25, batch_size=4,
         patch_size=96, base_channels=16, depth=4, lr=2e-3, seed=seed, progress=progress, tile=256,
     )
     predict(out / "run" / "best.pt", out / "heldout" / "images", out / "predictions", overlay=True, progress=progress)

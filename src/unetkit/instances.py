@@ -261,6 +261,11 @@ def write_objects_csv(path: str | Path, table: list[dict]) -> None:
         Path(tmp).write_text(buf.getvalue())
 
 
+def instance_files(out: Path, key: str) -> list[Path]:
+    """The files :func:`write_instances` writes for ``key``: ``out/KEY_instances.tif`` and ``out/KEY_objects.csv``."""
+    return [Path(out) / f"{key}_instances.tif", Path(out) / f"{key}_objects.csv"]
+
+
 def write_instances(out: Path, key: str, probs: np.ndarray, target: str, seed_threshold: float = SEED_THRESHOLD,
                     min_size: int = MIN_SIZE, fill_holes: bool = True) -> list[Path]:  # fmt: skip
     """Write ``out/KEY_instances.tif`` (uint16 labels) and ``out/KEY_objects.csv`` for one image's probabilities.
@@ -269,7 +274,7 @@ def write_instances(out: Path, key: str, probs: np.ndarray, target: str, seed_th
         The two files written.
     """
     labels, foreground = probabilities_to_instances(probs, target, seed_threshold, min_size, fill_holes)
-    tif, table = Path(out) / f"{key}_instances.tif", Path(out) / f"{key}_objects.csv"
+    tif, table = instance_files(out, key)
     write_tiff(tif, labels)
     write_objects_csv(table, object_table(labels, foreground))
     return [tif, table]

@@ -23,6 +23,7 @@ from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed import run as torchrun
 
+from unetkit.commands import TrainRun
 from unetkit.engine.console import PEER_LOST
 from unetkit.engine.distributed import cpu_cores, env_world_size, under_torchrun
 from unetkit.engine.resume import resolve_run
@@ -34,15 +35,16 @@ from unetkit.errors import UnetkitError, WorkersFailed
 WORKER = "unetkit.engine.worker"
 
 
-def launch(config: str | Path | None, resume: str | Path | None, force: bool, callbacks, nproc: int | None, max_restarts: int,
-           options: dict, callbacks_factory: str | None = None) -> TrainResult:
+def launch(start: TrainRun, callbacks, options: dict, callbacks_factory: str | None = None) -> TrainResult:
     """Train in ``nproc`` local processes under torchrun; see :func:`unetkit.train`.
 
     The configuration is checked here first, so a bad option fails once and before any worker starts.
     Each process gets ``cores // nproc`` threads unless ``OMP_NUM_THREADS`` or ``threads`` says otherwise.
 
     Args:
+        start: How the run starts (``nproc``, ``max_restarts``, ``config``, ``resume``, ...).
         callbacks: Must be empty: callback objects cannot reach the worker processes.
+        options: The training options.
         callbacks_factory: ``"module:name"`` of the context manager each worker takes its callbacks from
             (see :class:`~unetkit.engine.worker.Job`).
 
@@ -52,6 +54,7 @@ def launch(config: str | Path | None, resume: str | Path | None, force: bool, ca
     Raises:
         WorkersFailed: when a worker failed; the message names its rank and exit status and how to resume.
     """
+    nproc, max_restarts = start.nproc, start.max_restarts
     if nproc is None:
         raise UnetkitError("--max-restarts needs --nproc N (under torchrun, give --max-restarts to torchrun)")
     if under_torchrun():
@@ -60,13 +63,13 @@ def launch(config: str | Path | None, resume: str | Path | None, force: bool, ca
         raise UnetkitError(f"--nproc must be >= 1 and --max-restarts >= 0, got {nproc} and {max_restarts}")
     if callbacks:
         raise UnetkitError("callbacks cannot reach the --nproc worker processes; run your script under torchrun instead (docs/distributed.md)")
-    cfg, _ = resolve_run(config, resume, force, options)
+    cfg, _ = resolve_run(start, options)
     folder = RunFolder(cfg.out)
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, cpu_cores() // nproc)))  # else torchrun sets 1, with a banner
     with tempfile.TemporaryDirectory(prefix="unetkit-launch-") as tmp:
         job, report = Path(tmp) / "job.yaml", Path(tmp) / "report.json"
-        write_job(job, Job(cfg, resume is not None, force, callbacks_factory))
+        write_job(job, Job(cfg, start.resume is not None, start.force, callbacks_factory))
         launcher = subprocess.Popen(launch_command(nproc, max_restarts, report, job), env=env, start_new_session=True)  # Ctrl-C reaches it through _wait only
         terminated = _wait(launcher)
         outcome = json.loads(report.read_text() or "{}") if report.is_file() else {}

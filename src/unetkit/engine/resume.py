@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from unetkit.commands import TrainRun
 from unetkit.config import TrainConfig, make_config
 from unetkit.engine.distributed import env_rank
 from unetkit.engine.run_folder import RunFolder
@@ -38,20 +39,25 @@ def resume_config(run_dir: str | Path, force: bool = False, **overrides) -> tupl
     return cfg, ckpt
 
 
-def resolve_run(config: str | Path | None, resume: str | Path | None, force: bool, options: dict) -> tuple[TrainConfig, dict | None]:
+def resolve_run(start: TrainRun, options: dict) -> tuple[TrainConfig, dict | None]:
     """The configuration a ``train`` call runs and the state it continues from (None for a new run).
 
-    A new run takes the defaults, then the ``config`` file, then ``options``; ``resume`` continues a run
-    folder with ``options`` on top (see :func:`resume_config`). Under torchrun with ``--max-restarts``, a
-    worker that torchrun restarted continues from the last.pt its own job wrote instead of starting over.
+    A new run takes the defaults, then the ``start.config`` file, then ``options``; ``start.resume`` continues
+    a run folder with ``options`` on top (see :func:`resume_config`). Under torchrun with ``--max-restarts``, a
+    worker that torchrun restarted continues from the last.pt its own job wrote instead of starting over. A
+    new run is refused in a folder that holds one, unless ``start.overwrite``.
     """
-    if resume is not None:
-        if config is not None:
+    if start.resume is not None:
+        if start.config is not None:
             raise UnetkitError("--resume takes the run's own config.yaml; drop --config (flags may still override options)")
-        return resume_config(resume, force=force, **options)
-    cfg = make_config(config, **options)
-    if restarted_from(RunFolder(cfg.out)):
-        return resume_config(cfg.out, force=force, **options)
+        return resume_config(start.resume, force=start.force, **options)
+    cfg = make_config(start.config, **options)
+    folder = RunFolder(cfg.out)
+    if restarted_from(folder):
+        return resume_config(cfg.out, force=start.force, **options)
+    if folder.holds_run() and not start.overwrite:
+        raise UnetkitError(f"{folder.path} already holds a run ({', '.join(p.name for p in folder.run_files())}); continue it with "
+                           f"--resume {folder.path}, start over there with --overwrite, or choose another --out")
     return cfg, None
 
 
