@@ -27,6 +27,7 @@ import yaml
 from unetkit.config import TrainConfig, dump_config
 from unetkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from unetkit.files import atomic_write
+from unetkit.yaml_files import read_yaml
 
 CSV_FIELDS = ("epoch", "step", "time_s", "lr", "train_loss", "val_dice", "val_iou", "val_pixel_accuracy")
 
@@ -50,6 +51,14 @@ class RunFolder:
         self.last = self.path / "last.pt"
         self.report = self.path / "report"
 
+    def run_files(self) -> list[Path]:
+        """The files of a run that this folder holds: config.yaml, metrics.csv, best.pt, last.pt, status.json."""
+        return [p for p in (self.config, self.metrics, self.best, self.last, self.status) if p.is_file()]
+
+    def holds_run(self) -> bool:
+        """Whether a new run here would replace what an earlier one left (its checkpoints or metrics)."""
+        return any(p in self.run_files() for p in (self.metrics, self.best, self.last))
+
     def is_run(self) -> bool:
         """Whether the folder holds a run: config.yaml with metrics.csv or status.json."""
         return self.config.is_file() and (self.metrics.is_file() or self.status.is_file())
@@ -69,7 +78,7 @@ class RunFolder:
     def read_config(self) -> dict:
         """The options of config.yaml as a dict; empty when it is missing or unreadable."""
         try:
-            values = yaml.safe_load(self.config.read_text())
+            values = read_yaml(self.config)
         except (OSError, yaml.YAMLError):
             return {}
         return values if isinstance(values, dict) else {}
