@@ -46,3 +46,22 @@ def test_dump_round_trip(tmp_path):
     dump_config(cfg, tmp_path / "config.yaml")
     assert make_config(tmp_path / "config.yaml") == cfg
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["lr"] == 0.5
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(lr=-0.001), "lr must be a positive number, got -0.001"),
+    (dict(lr=float("nan")), "lr must be a number, got nan"),
+    (dict(dropout=1.0), "dropout must be below 1 (1 drops everything), got 1.0"),
+    (dict(weight_decay=-1), "weight_decay must be >= 0, got -1"),
+    (dict(seed=-1), "seed must be >= 0, got -1"),
+    (dict(momentum=1.5), "momentum must be >= 0 and <= 1, got 1.5"),
+    (dict(class_weights=[1, -2]), "class_weights must be finite numbers >= 0, at least one of them > 0, got [1, -2]"),
+    (dict(class_weights=[0.0, 0.0]), "class_weights must be finite numbers >= 0, at least one of them > 0, got [0.0, 0.0]"),
+    (dict(epochs=1.5), "epochs=1.5 is not an integer"),
+    (dict(batch_size="4"), "batch_size='4' is not an integer"),
+    (dict(time=float("nan")), "time must be a number, got nan"),
+])
+def test_values_the_optimizer_or_model_would_reject_are_refused_by_name(bad, message):
+    with pytest.raises(UnetkitError) as error:
+        make_config(data="d", **bad)
+    assert str(error.value) == message

@@ -7,7 +7,8 @@ to the run folder as ``config.yaml``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -18,6 +19,7 @@ from unetkit.errors import UnetkitError
 from unetkit.files import atomic_write
 from unetkit.models.config import NORMS, PADDINGS, UP_MODES, ModelConfig
 from unetkit.options import PRECISIONS, Options, check_keys, opt
+from unetkit.yaml_files import read_yaml
 
 # Model presets: "cpu" is sized for a few CPU cores (docs/benchmarks.md, cpu-speed); "paper" is Ronneberger et al. 2015.
 MODEL_SIZES = {
@@ -53,20 +55,20 @@ class TrainConfig(Options):
     norm: str = opt("none", "normalisation after each conv", NORMS)
     sync_bn: bool = opt(False, "with --norm batch under several processes (torchrun, --nproc): batch statistics of the global batch "
                         "(synchronised batch norm) instead of each process's own patches")
-    dropout: float = opt(0.0, "dropout at the end of the contracting path (paper: 0.5)")
+    dropout: float = opt(0.0, "dropout at the end of the contracting path (paper: 0.5)", low=0)
     up_mode: str = opt("transposed", "up-sampling: 2x2 up-conv (paper) or bilinear + 1x1 conv", UP_MODES)
     # optimisation
     epochs: int | None = opt(None, "number of epochs (default 50 unless --time is given)", low=1)
     time: float | None = opt(None, "time budget in minutes; training stops cleanly within it")
-    steps_per_epoch: int | None = opt(None, "optimizer steps per epoch (default: enough patches to cover the training pixels once, at least 10)")
+    steps_per_epoch: int | None = opt(None, "optimizer steps per epoch (default: enough patches to cover the training pixels once, at least 10)", low=1)
     batch_size: int = opt(4, "patches per optimizer step", low=1)
     patch_size: int | None = opt(None, "output size of a training patch in pixels, valid mode adds the context around it (default: the --model-size preset's)", low=1)
     optimizer: str = opt("adam", "optimizer (sgd uses the paper's momentum 0.99)", OPTIMIZERS)
     lr: float | None = opt(None, "learning rate (default: 1e-3 for adam/adamw, 1e-2 for sgd)")
     lr_scaling: str = opt("none", "learning rate under W processes, whose global batch is W x batch_size: none = --lr as given; "
                           "linear = --lr x W (Goyal et al. 2017, for SGD); sqrt = --lr x sqrt(W) (often better for Adam)", LR_SCALINGS)
-    momentum: float = opt(0.99, "SGD momentum (paper: 0.99)")
-    weight_decay: float = opt(0.0, "weight decay (adamw: decoupled)")
+    momentum: float = opt(0.99, "SGD momentum (paper: 0.99)", low=0, high=1)
+    weight_decay: float = opt(0.0, "weight decay (adamw: decoupled)", low=0)
     schedule: str = opt("cosine", "learning-rate schedule", SCHEDULES)
     loss: str = opt("ce+dice", "training loss; weighted-ce uses the paper's border weight map", LOSSES)
     class_weights: list[float] | None = opt(None, "cross-entropy weight per class, e.g. [1, 3]")
@@ -90,12 +92,12 @@ class TrainConfig(Options):
     # validation, runtime
     val_every: int = opt(1, "validate every N epochs (whole images, tiled like predict)", low=1)
     tile: int = opt(512, "input tile size for validation inference", low=1)
-    seed: int = opt(0, "random seed: the same seed and data give the same run")
+    seed: int = opt(0, "random seed: the same seed and data give the same run", low=0)
     deterministic: bool = opt(False, "use only deterministic algorithms, so a resumed run ends bit-identical to an uninterrupted one (with --epochs)")
-    save_every: float = opt(10.0, "also save the full training state every N minutes within an epoch (0: only at epoch ends)")
+    save_every: float = opt(10.0, "also save the full training state every N minutes within an epoch (0: only at epoch ends)", low=0)
     device: str = opt("auto", "auto (cuda if available), cpu, cuda or cuda:N")
     precision: str = opt("auto", "arithmetic: fp32, or bf16/fp16 autocast with fp32 master weights; auto = bf16 where it measurably beats fp32 here", ("auto", *PRECISIONS))
-    threads: int | None = opt(None, "CPU threads for torch (default: torch's choice)")
+    threads: int | None = opt(None, "CPU threads for torch (default: torch's choice)", low=1)
     channels_last: bool = opt(True, "NHWC memory layout on the CPU: faster convolutions (docs/benchmarks.md); off under --deterministic")
     compile: bool = opt(False, "torch.compile the model: about a minute of compiling first, then faster steps (pays for runs of 10+ minutes)")
     progress: bool = opt(True, "show a progress bar")
@@ -117,6 +119,13 @@ class TrainConfig(Options):
 
     def _check_ranges(self) -> None:
         """The checks that involve more than one option, or bounds that need their own words."""
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise UnetkitError(f"lr must be a positive number, got {self.lr}")
+        if not self.dropout < 1:
+            raise UnetkitError(f"dropout must be below 1 (1 drops everything), got {self.dropout}")
+        weights = self.class_weights
+        if weights is not None and not (all(math.isfinite(w) and w >= 0 for w in weights) and any(w > 0 for w in weights)):
+            raise UnetkitError(f"class_weights must be finite numbers >= 0, at least one of them > 0, got {self.class_weights}")
         if self.time is not None and not self.time > 0:
             raise UnetkitError(f"time must be a positive number of minutes, got {self.time}")
         if not 0.0 < self.val_fraction < 1.0:
@@ -159,7 +168,7 @@ def load_config_file(path: str | Path) -> dict:
     """Read a YAML config file into a dict of known options."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml(path) or {}
     except FileNotFoundError:
         raise UnetkitError(f"{path}: config file not found") from None
     except yaml.YAMLError as e:

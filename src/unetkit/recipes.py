@@ -30,6 +30,7 @@ from unetkit.instances import probabilities_to_instances
 from unetkit.loading import load_segmenter
 from unetkit.report import colorize, to_display
 from unetkit.tracking import run_callbacks
+from unetkit.yaml_files import read_yaml
 
 RECIPE_OPTIONS = tuple(f.name for f in fields(RecipeOptions))
 
@@ -54,7 +55,7 @@ def relocated_dataset(dataset_yaml: Path, data: str | Path, out: Path) -> Path:
     set keeps the folder names, so ``data/images`` and ``data/masks`` replace them.
     """
     data = Path(data).expanduser().resolve()
-    config = yaml.safe_load(dataset_yaml.read_text()) or {}
+    config = read_yaml(dataset_yaml) or {}
     for key in ("images", "masks"):
         folder = data / Path(config.get(key, key)).name
         if not folder.is_dir():

@@ -22,6 +22,7 @@ from unetkit.data.folders import instance_files, match_loosely, natural_key, rel
 from unetkit.data.io import IMAGE_EXTENSIONS, read_image, read_mask_raw
 from unetkit.data.modes import MASK_MODES
 from unetkit.errors import UnetkitError
+from unetkit.yaml_files import read_yaml
 
 YAML_KEYS = ("images", "masks", "classes", "mask_mode", "ignore_value", "ignore_colors", "splits")
 _EXTENSIONS = ", ".join(sorted(IMAGE_EXTENSIONS))
@@ -131,7 +132,7 @@ def read_config(path: Path) -> Generator[Problem, None, tuple[Path, dict, Path] 
         return None
     root = path.parent
     try:
-        config = yaml.safe_load(path.read_text()) or {}
+        config = read_yaml(path) or {}
     except (OSError, yaml.YAMLError) as failure:
         yield error(path, root, f"cannot read ({' '.join(str(failure).split())}); fix the YAML syntax")
         return None

@@ -15,6 +15,7 @@ import yaml
 from unetkit.config import TrainConfig, make_config
 from unetkit.errors import UnetkitError
 from unetkit.options import check_keys, field_type
+from unetkit.yaml_files import read_yaml
 
 DEFAULT_SPACE = {  # sized for a CPU: about a minute per epoch of ISBI 2012 at most
     "lr": {"type": "float", "low": 1e-4, "high": 2e-2, "log": True},
@@ -33,7 +34,7 @@ def load_space(path: str | Path) -> dict:
     """Read and check a search-space YAML file (format: docs/tuning.md)."""
     path = Path(path)
     try:
-        space = yaml.safe_load(path.read_text())
+        space = read_yaml(path)
     except FileNotFoundError:
         raise UnetkitError(f"{path}: search space file not found") from None
     except yaml.YAMLError as e:
