@@ -52,8 +52,15 @@ def test_a_bool_flag_never_swallows_a_positional():
 
 def test_spell_booleans_rewrites_values_and_refuses_others():
     assert spell_booleans(["--a", "yes", "--b", "0", "--c", "x.png"], {"--a", "--b", "--c"}) == ["--a", "--no-b", "--c", "x.png"]
-    with pytest.raises(SystemExit, match="--a: expected true or false, got 'maybe'"):
+    with pytest.raises(ValueError, match="--a: expected true or false, got 'maybe'"):
         spell_booleans(["--a=maybe"], {"--a"})
+
+
+def test_a_bad_switch_value_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_status:
+        parse(["train", "--data", "d", "--deterministic=maybe"])
+    assert exit_status.value.code == 2
+    assert capsys.readouterr().err.strip().endswith("unetkit: error: --deterministic: expected true or false, got 'maybe'")
 
 
 def test_lists_comma_separated():

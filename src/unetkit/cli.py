@@ -175,7 +175,7 @@ def spell_booleans(argv: list[str], flags: set[str]) -> list[str]:
         elif arg in flags and i + 1 < len(argv) and argv[i + 1].lower() in TRUE + FALSE:
             value, i = argv[i + 1], i + 1
         if value is not None and value.lower() not in TRUE + FALSE:
-            raise SystemExit(f"unetkit: error: {arg}: expected true or false, got {value!r}")
+            raise ValueError(f"{arg}: expected true or false, got {value!r}")
         out.append(arg if value is None or value.lower() in TRUE else "--no-" + arg[2:])
         i += 1
     return out
@@ -183,10 +183,14 @@ def spell_booleans(argv: list[str], flags: set[str]) -> list[str]:
 
 def parse(argv: list[str]) -> dict:
     """The command line as ``{"command", "debug", "json", option: value...}``, with only the given options."""
+    parser = build_parser()
     command = next((a for a in argv if not a.startswith("-")), None)  # the first word; global flags come before it
     if command in COMMANDS:
-        argv = spell_booleans(argv, bool_flags(command))
-    args = vars(build_parser().parse_args(argv))
+        try:
+            argv = spell_booleans(argv, bool_flags(command))
+        except ValueError as error:
+            parser.error(str(error))  # usage, the one line, exit status 2
+    args = vars(parser.parse_args(argv))
     args.setdefault("json", False)
     return args
 
