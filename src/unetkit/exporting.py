@@ -34,7 +34,7 @@ from unetkit.inference.onnx_backend import EXPORT_VERSION, INPUT, META_KEY, OUTP
 from unetkit.inference.predictor import Segmenter
 from unetkit.inference.tiling import largest_valid_at_most
 from unetkit.models.config import ModelConfig, context, input_size_for_output, stride
-from unetkit.models.unet import UNet
+from unetkit.models.unet import UNet, unet_from_weights
 from unetkit.version import __version__
 
 OPSET = 17
@@ -83,9 +83,7 @@ def _torch_model(model: str | Path | Segmenter) -> tuple[UNet, dict]:
     if path.suffix.lower() == ".onnx":
         raise UnetkitError(f"{path}: already an ONNX model; export the checkpoint it came from (a run's best.pt)")
     ckpt = load_checkpoint(path)
-    net = UNet(ModelConfig.from_dict(ckpt["meta"]["model"]))
-    net.load_state_dict(ckpt["model"])
-    return net.eval(), ckpt["meta"]
+    return unet_from_weights(ckpt["meta"]["model"], ckpt["model"], str(path)).eval(), ckpt["meta"]
 
 
 def _example(config: ModelConfig, batch: int, extra: int = 0) -> torch.Tensor:

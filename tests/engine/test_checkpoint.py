@@ -59,3 +59,50 @@ def test_not_a_unetkit_checkpoint(tmp_path):
         load_checkpoint(tmp_path / "other.pt")
 
 
+
+
+def _tampered(tmp_path, **change):
+    """A checkpoint whose metadata was edited after it was written."""
+    from tests.inference.test_stream import make_checkpoint
+
+    ck = torch.load(make_checkpoint(tmp_path / "m.pt"), weights_only=True)
+    meta = json.loads(ck["meta"])
+    meta["model"].update(change.pop("model", {}))
+    meta.update(change)
+    torch.save(dict(ck, meta=json.dumps(meta)), tmp_path / "bad.pt")
+    return tmp_path / "bad.pt"
+
+
+@pytest.mark.parametrize("model, message", [
+    ({"depth": 40}, "its model metadata is not a U-Net configuration (Storage size calculation overflowed"),
+    ({"base_channels": 10**9}, "its model metadata is not a U-Net configuration (Storage size calculation overflowed"),
+    ({"base_channels": 1e9}, "its model metadata is not a U-Net configuration (base_channels must be an integer, got 1000000000.0)"),
+    ({"depth": "4"}, "its model metadata is not a U-Net configuration (depth must be an integer, got '4')"),
+    ({"num_classes": 3}, "its model metadata does not match its weights (head.bias: (3,) by the metadata, (2,) stored)"),
+])
+def test_edited_model_metadata_is_refused_before_a_network_is_built(tmp_path, model, message):
+    """Checked on the meta device: a 40-level or billion-channel description allocates nothing."""
+    import resource
+
+    import unetkit
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(UnetkitError) as error:
+        unetkit.load(_tampered(tmp_path, model=model))
+    assert str(error.value).startswith(f"{tmp_path / 'bad.pt'}: {message}")
+    assert str(error.value).endswith("the file is damaged or was edited; re-train or re-copy it")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB: no network was allocated
+
+
+def test_metadata_that_is_not_json_or_lacks_what_prediction_needs(tmp_path):
+    import unetkit
+
+    path = _tampered(tmp_path)
+    torch.save(dict(torch.load(path, weights_only=True), meta="{not json"), path)
+    with pytest.raises(UnetkitError, match="bad.pt: its metadata is not JSON; the file is damaged or was edited"):
+        load_checkpoint(path)
+    meta = json.loads(torch.load(tmp_path / "m.pt", weights_only=True)["meta"])
+    del meta["classes"]
+    torch.save(dict(torch.load(tmp_path / "m.pt", weights_only=True), meta=json.dumps(meta)), path)
+    with pytest.raises(UnetkitError, match="bad.pt: its metadata lacks classes, which prediction needs"):
+        unetkit.load(path)

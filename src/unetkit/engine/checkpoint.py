@@ -57,5 +57,10 @@ def load_checkpoint(path: str | Path) -> dict:
         raise UnetkitError(f"{path}: not a unetkit checkpoint (no '{FORMAT}' marker)")
     if ckpt.get("version", 0) > VERSION:
         raise UnetkitError(f"{path}: checkpoint format {ckpt['version']} is newer than this unetkit reads ({VERSION}); upgrade unetkit")
-    ckpt["meta"] = json.loads(ckpt["meta"])
+    try:
+        ckpt["meta"] = json.loads(ckpt["meta"])
+    except (TypeError, ValueError, KeyError):
+        raise UnetkitError(f"{path}: its metadata is not JSON; the file is damaged or was edited, re-train or re-copy it") from None
+    if not isinstance(ckpt["meta"], dict) or "model" not in ckpt:
+        raise UnetkitError(f"{path}: holds no weights or no metadata mapping; the file is damaged or was edited, re-train or re-copy it")
     return ckpt

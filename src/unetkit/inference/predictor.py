@@ -21,8 +21,10 @@ from unetkit.inference.options import DEFAULT_BATCH, DEFAULT_TILE, InferenceOpti
 from unetkit.inference.stitch import Stitcher, TileFunction, TileGrid, forward_batch, prefetched
 from unetkit.inference.tiling import mirror_pad
 from unetkit.models.config import ModelConfig
-from unetkit.models.unet import UNet
+from unetkit.models.unet import UNet, unet_from_weights
 from unetkit.runtime import autocast, resolve_device, resolve_precision
+
+PREDICTION_META = ("model", "normalization", "classes", "colors")  # what a checkpoint must describe to be run
 
 
 def standardize(x: np.ndarray, mean, std, axis: int) -> np.ndarray:
@@ -175,8 +177,11 @@ class Segmenter:
         options = options or InferenceOptions()
         ckpt = load_checkpoint(path)
         meta = ckpt["meta"]
-        model = UNet(ModelConfig.from_dict(meta["model"]))
-        model.load_state_dict(ckpt["model"])
+        missing = [key for key in PREDICTION_META if key not in meta]
+        if missing:
+            raise UnetkitError(f"{path}: its metadata lacks {', '.join(missing)}, which prediction needs; the file is damaged or was "
+                               "edited, re-train or re-copy it")
+        model = unet_from_weights(meta["model"], ckpt["model"], str(path))
         dev = resolve_device(options.device)
         precision = resolve_precision(options.precision, dev)
         # NHWC convolutions are 25-60% faster on CPU in fp32 (docs/benchmarks.md, cpu-inference).

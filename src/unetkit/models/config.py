@@ -58,7 +58,11 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        values = {k: v for k, v in d.items() if k in names}
+        for name in ("in_channels", "num_classes", "base_channels", "depth"):
+            if name in values and (isinstance(values[name], bool) or not isinstance(values[name], int)):
+                raise ValueError(f"{name} must be an integer, got {values[name]!r}")
+        return cls(**values)
 
 
 # --- valid-mode geometry -----------------------------------------------------------------------

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from unetkit.models.blocks import DoubleConv, Up, skip_margins
+from unetkit.errors import UnetkitError
 from unetkit.models.config import ModelConfig, check_input_size
 
 
@@ -72,3 +73,29 @@ class UNet(nn.Module):
         for up, skip in zip(self.up, reversed(skips)):
             x = up(x, skip)  # (N, w_i, 2h - 4, 2w - 4) in valid mode
         return self.head(x)  # (N, num_classes, H_out, W_out)
+
+
+def unet_from_weights(config: object, weights: object, where: str) -> UNet:
+    """The U-Net that a checkpoint's metadata ``config`` describes, holding ``weights`` (a state dict).
+
+    The description is checked against the stored tensors first, on PyTorch's meta device where no memory is
+    allocated, so edited metadata (``depth: 40``, a billion channels) is refused before any network is built.
+
+    Raises:
+        UnetkitError: naming ``where`` when ``config`` is no U-Net configuration or does not match ``weights``.
+    """
+    damaged = "the file is damaged or was edited; re-train or re-copy it"
+    try:
+        cfg = ModelConfig.from_dict(config)
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in UNet(cfg).state_dict().items()}
+        stored = {k: tuple(v.shape) for k, v in weights.items()}
+    except (TypeError, ValueError, AttributeError, OverflowError, RuntimeError) as error:
+        raise UnetkitError(f"{where}: its model metadata is not a U-Net configuration ({error}); {damaged}") from None
+    if expected != stored:
+        key = next(k for k in sorted(set(expected) | set(stored)) if expected.get(k) != stored.get(k))
+        raise UnetkitError(f"{where}: its model metadata does not match its weights ({key}: {expected.get(key)} by the metadata, "
+                           f"{stored.get(key)} stored); {damaged}")
+    net = UNet(cfg)
+    net.load_state_dict(weights)
+    return net
