@@ -67,3 +67,13 @@ def test_train_refuses_a_folder_that_holds_a_run_unless_resumed_or_overwritten(t
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert main([*args, "--overwrite"]) == 0
     assert main(["train", "--resume", str(out), "--epochs", "2"]) == 0
+
+
+def test_two_inputs_with_one_name_are_refused_before_anything_is_written(model, tmp_path, capsys):
+    for folder in ("x", "y"):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(noise((40, 50))).save(tmp_path / folder / "a.png")
+    out = tmp_path / "out"
+    assert main(["predict", "--model", str(model), str(tmp_path / "x" / "a.png"), str(tmp_path / "y" / "a.png"), "--out", str(out)]) == 2
+    assert f"{tmp_path / 'x' / 'a.png'} and {tmp_path / 'y' / 'a.png'} would both write {out / 'a.png'}" in capsys.readouterr().err
+    assert not out.exists()

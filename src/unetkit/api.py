@@ -94,11 +94,7 @@ def _inputs(inputs: list[str | Path]) -> list[tuple[str, Path]]:
             found.append((path.stem, path))
         else:
             raise UnetkitError(f"{path}: no such file or folder")
-    keys = [k for k, _ in found]
-    if len(set(keys)) != len(keys):
-        dup = next(k for k in keys if keys.count(k) > 1)
-        raise UnetkitError(f"two inputs would both write {dup}.png; pass them in separate runs or as one folder")
-    return found
+    return found  # inputs whose keys collide are refused with the other output clashes, by predict
 
 
 def predict(model: str | Path | Segmenter, inputs: list[str | Path] | str | Path, out: str | Path, **options) -> list[Path]:

@@ -218,8 +218,8 @@ def _print_recipe(results: dict, args: dict) -> None:
           f"{args.get('out') or 'runs/' + results['recipe']}")
 
 
-def _print_text(command: str, result, args: dict) -> int:
-    """Print a command's result for people; returns the exit status."""
+def _print_text(command: str, result, args: dict) -> None:
+    """Print a command's result for people."""
     if command == "train":
         _print_train(result, args)
     elif command == "tune":
@@ -245,7 +245,6 @@ def _print_text(command: str, result, args: dict) -> int:
         from unetkit.runlist import format_runs
 
         print(format_runs(result, args.get("dir", RunsOptions.dir)))
-    return 1 if command == "check" and not result["usable"] else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -260,8 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         result = function(**args)
         if as_json:
             print(json.dumps(result, indent=2, default=str))
-            return 1 if command == "check" and not result["usable"] else 0
-        return _print_text(command, result, args)
+        else:
+            _print_text(command, result, args)
+        return 1 if command == "check" and not result["usable"] else 0  # check: 1 when the data has errors
     except BaseException as error:  # noqa: BLE001 - one line and an exit status for every failure (engine.console)
         from unetkit.engine.console import exit_code
 

@@ -8,8 +8,8 @@ import time
 import torch
 
 from unetkit.errors import UnetkitError
+from unetkit.options import PRECISIONS
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 _FASTEST: dict[str, str] = {}
 
 
