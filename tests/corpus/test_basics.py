@@ -5,11 +5,8 @@ docs/reliability.md lists these cases with what the tool says for each.
 """
 
 import json
-import os
 import shutil
-import struct
 import subprocess
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -22,69 +19,7 @@ from unetkit.cli import main
 from unetkit.data.synthetic import make_dataset, synthetic_cells
 
 from tests.conftest import TINY_MODEL
-
-
-def _flags(options):
-    return [x for k, v in options.items() for x in (f"--{k.replace('_', '-')}", str(v).lower() if isinstance(v, bool) else str(v))]
-
-
-@pytest.fixture(scope="module")
-def models(tiny_data, tmp_path_factory):
-    """A 1-channel model and a 3-channel model, trained for two steps each."""
-    root = tmp_path_factory.mktemp("models")
-    assert main(["train", "--data", str(tiny_data), "--out", str(root / "gray"), "--epochs", "1", "--steps-per-epoch", "2", *_flags(TINY_MODEL)]) == 0
-    rgb = root / "rgbdata"
-    for sub in ("images", "masks"):
-        (rgb / sub).mkdir(parents=True)
-    for i in range(3):
-        image, mask = synthetic_cells((40, 40), np.random.default_rng(i))
-        Image.fromarray(np.stack([image] * 3, -1)).save(rgb / "images" / f"{i}.png")
-        Image.fromarray(mask).save(rgb / "masks" / f"{i}.png")
-    assert main(["train", "--data", str(rgb), "--out", str(root / "rgb"), "--epochs", "1", "--steps-per-epoch", "1", *_flags(TINY_MODEL)]) == 0
-    return {"gray": root / "gray" / "best.pt", "rgb": root / "rgb" / "best.pt"}
-
-
-def png_bytes(array) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def bomb_png() -> bytes:
-    """A valid PNG header that claims 100000 x 100000 pixels."""
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", 100000, 100000, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
-
-
-def log_case(err: str) -> None:
-    """With UNETKIT_CORPUS_LOG set, record the message for docs/reliability.md (scripts/reliability_doc.py)."""
-    log = os.environ.get("UNETKIT_CORPUS_LOG")
-    if log:
-        case = os.environ.get("PYTEST_CURRENT_TEST", "").split("::")[-1].rsplit(" (", 1)[0]
-        with open(log, "a") as f:
-            f.write(json.dumps({"case": case, "message": err}) + "\n")
-
-
-def expect_error(capsys, argv, fragment, names=(), code=2):
-    assert main(argv) == code
-    err = capsys.readouterr().err.strip()
-    log_case(err)
-    assert err.startswith("unetkit: error: "), err
-    assert "\n" not in err and "Traceback" not in err, err
-    assert fragment in err, err
-    for name in names:
-        assert name in err, err
-    return err
-
-
-def assert_no_output(folder: Path):
-    assert not folder.exists() or not any(folder.rglob("*")), f"partial output in {folder}: {list(folder.rglob('*'))}"
+from tests.corpus.kit import assert_no_output, bomb_png, expect_error, flags, log_case, pair, png_bytes
 
 
 # --- predict --------------------------------------------------------------------------------------
@@ -185,14 +120,6 @@ def test_read_only_output_folder(models, tmp_path, capsys):
 # --- train ----------------------------------------------------------------------------------------
 
 
-def pair(folder: Path, name: str, image: np.ndarray, mask: np.ndarray | None):
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    (folder / "masks").mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(folder / "images" / name)
-    if mask is not None:
-        Image.fromarray(mask).save(folder / "masks" / name)
-
-
 def broken_dataset(tmp_path: Path, kind: str) -> tuple[Path, str, list[str]]:
     """A small data set with one kind of fault: (folder, expected fragment, names the message must give)."""
     data = tmp_path / "data"
@@ -249,7 +176,7 @@ TRAIN_CASES = ["empty folder", "unpaired image", "size mismatch", "values outsid
 def test_train_bad_data(tmp_path, capsys, kind):
     data, fragment, names = broken_dataset(tmp_path, kind)
     out = tmp_path / "run"
-    expect_error(capsys, ["train", "--data", str(data), "--out", str(out), "--epochs", "1", "--steps-per-epoch", "1", *_flags(TINY_MODEL)], fragment, names)
+    expect_error(capsys, ["train", "--data", str(data), "--out", str(out), "--epochs", "1", "--steps-per-epoch", "1", *flags(TINY_MODEL)], fragment, names)
     assert_no_output(out)
 
 
@@ -263,7 +190,7 @@ def test_train_bad_options(tiny_data, tmp_path, capsys, argv, fragment):
     if fragment.startswith("CUDA") and torch.cuda.is_available():
         pytest.skip("CUDA is available here")
     out = tmp_path / "run"
-    expect_error(capsys, ["train", "--data", str(tiny_data), "--out", str(out), "--epochs", "1", "--steps-per-epoch", "1", *_flags(TINY_MODEL), *argv], fragment)
+    expect_error(capsys, ["train", "--data", str(tiny_data), "--out", str(out), "--epochs", "1", "--steps-per-epoch", "1", *flags(TINY_MODEL), *argv], fragment)
     assert_no_output(out)
 
 
@@ -308,7 +235,7 @@ def test_sixteen_bit_training_is_not_divided_by_255(tmp_path):
     for p in (data / "images").iterdir():
         Image.fromarray(np.asarray(Image.open(p)).astype(np.uint16) * 200).save(p)
     out = tmp_path / "run"
-    assert main(["train", "--data", str(data), "--out", str(out), "--epochs", "1", "--steps-per-epoch", "1", *_flags(TINY_MODEL)]) == 0
+    assert main(["train", "--data", str(data), "--out", str(out), "--epochs", "1", "--steps-per-epoch", "1", *flags(TINY_MODEL)]) == 0
     meta = json.loads(torch.load(out / "best.pt", weights_only=True)["meta"])
     assert meta["normalization"]["mean"][0] > 255  # statistics in the 16-bit units, not rescaled
 
