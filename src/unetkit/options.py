@@ -29,20 +29,22 @@ PRECISIONS = ("fp32", "bf16", "fp16")  # arithmetic of training and inference; "
 
 
 def opt(default=MISSING, help: str = "", choices: tuple | None = None, *, low: float | None = None,  # noqa: A002 - "help" reads best
-        high: float | None = None, positional: bool = False, metavar: str | None = None, cli: bool = True, negatable: bool = False):
+        high: float | None = None, above: float | None = None, positional: bool = False, metavar: str | None = None, cli: bool = True,
+        negatable: bool = False):
     """A typed option field.
 
     Args:
         default: The default; omit it for a required argument (a positional or ``--flag`` the CLI requires).
         help: One line for ``--help`` and the docs.
         choices: The allowed values (each item, for list options).
-        low, high: Inclusive bounds of a number (None: unbounded).
+        low, high: Inclusive bounds of a number (None: unbounded). Numbers must be finite whatever the bounds.
+        above: An exclusive lower bound (``above=0``: positive).
         positional: On the command line, a positional argument instead of a ``--flag``.
         metavar: The placeholder shown in ``--help``.
         cli: False for options of the Python API only (objects that a command line cannot carry).
         negatable: An output on by default that ``--no-NAME`` turns off (sets None).
     """
-    meta = {"help": help, "choices": choices, "low": low, "high": high, "positional": positional, "metavar": metavar, "cli": cli,
+    meta = {"help": help, "choices": choices, "low": low, "high": high, "above": above, "positional": positional, "metavar": metavar, "cli": cli,
             "negatable": negatable}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
@@ -88,16 +90,22 @@ def optional(cls: type, f: dataclasses.Field) -> bool:
 
 def _check_value(f: dataclasses.Field, kind: type, value) -> None:
     """Raise UnetkitError if ``value`` breaks ``f``'s choices or bounds."""
-    choices, low, high = f.metadata.get("choices"), f.metadata.get("low"), f.metadata.get("high")
+    choices = f.metadata.get("choices")
     for v in value if isinstance(value, list) else [value]:
         if choices and v not in choices:
             raise UnetkitError(f"{f.name}={v!r} is not one of {', '.join(map(str, choices))}")
     if kind in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()):
             raise UnetkitError(f"{f.name}={value!r} is not {'an integer' if kind is int else 'a number'}")
-        if math.isnan(value) or (low is not None and value < low) or (high is not None and value > high):
-            bounds = " and ".join(s for s in (f">= {low:g}" if low is not None else "", f"<= {high:g}" if high is not None else "") if s)
-            raise UnetkitError(f"{f.name} must be {bounds or 'a number'}, got {value}")
+        _check_bounds(f, value)
+
+
+def _check_bounds(f: dataclasses.Field, value: float) -> None:
+    low, high, above = f.metadata.get("low"), f.metadata.get("high"), f.metadata.get("above")
+    if (not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high)
+            or (above is not None and value <= above)):
+        bounds = [f"> {above:g}" if above is not None else "", f">= {low:g}" if low is not None else "", f"<= {high:g}" if high is not None else ""]
+        raise UnetkitError(f"{f.name} must be {' and '.join(b for b in bounds if b) or ('a number' if math.isnan(value) else 'a finite number')}, got {value}")
 
 
 @dataclass(kw_only=True)
