@@ -4,6 +4,7 @@
 import base64
 import io
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -23,7 +24,7 @@ from unetkit.cli import main
 from unetkit.data.synthetic import synthetic_cells
 from unetkit.report import overlay
 from unetkit.commands import Limits
-from unetkit.server.core import InferencePool, RequestError, class_areas, decode_upload, sniff
+from unetkit.server.core import InferencePool, RequestError, class_areas, decode_upload, header_pixels, sniff
 
 from tests.conftest import TINY_MODEL
 
@@ -47,8 +48,12 @@ def free_port() -> int:
 def start_server(model: Path, *flags: str) -> tuple[subprocess.Popen, str]:
     """``unetkit serve`` in a subprocess on a free loopback port; returns once /health answers."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "unetkit", "serve", "--model", str(model), "--port", str(port), *flags],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    return launch(["-m", "unetkit", "serve", "--model", str(model), "--port", str(port), *flags], port)
+
+
+def launch(argv: list[str], port: int, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """``python ARGV`` (a server on ``port``) in a subprocess; returns once /health answers."""
+    proc = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -127,6 +132,86 @@ def test_decode_upload_checks_type_size_and_content():
         assert error.value.status == status and "/tmp" not in error.value.message  # the temporary file is not named
 
 
+def tiff_bytes(array: np.ndarray, **options) -> bytes:
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, array, **options)
+    return buffer.getvalue()
+
+
+def tiff_series(*arrays: np.ndarray) -> bytes:
+    """One TIFF holding each array as a series of its own."""
+    buffer = io.BytesIO()
+    with tifffile.TiffWriter(buffer) as tif:
+        for array in arrays:
+            tif.write(array)
+    return buffer.getvalue()
+
+
+def apng(frames: int, shape: tuple[int, int]) -> bytes:
+    buffer = io.BytesIO()
+    images = [Image.fromarray(np.full(shape, 40 * i, np.uint8)) for i in range(frames)]
+    images[0].save(buffer, format="PNG", save_all=True, append_images=images[1:])
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("name, data, pages, pixels", [
+    ("one page", tiff_bytes(np.zeros((30, 40), np.uint8)), 1, 1200),
+    ("pages", tiff_bytes(np.zeros((5, 30, 40), np.uint8)), 5, 6000),
+    ("RGB samples count once", tiff_bytes(np.zeros((30, 40, 3), np.uint8), photometric="rgb"), 1, 1200),
+    ("two series", tiff_series(np.zeros((30, 40), np.uint8), np.zeros((10, 10), np.uint16)), 2, 1200 + 100),
+    ("PNG", png(np.zeros((30, 40), np.uint8)), 1, 1200),
+    ("animated PNG", apng(3, (30, 40)), 3, 3600),
+])  # fmt: skip
+def test_header_pixels_counts_every_page_and_frame(tmp_path, name, data, pages, pixels):
+    path = tmp_path / f"upload{sniff(data)}"
+    path.write_bytes(data)
+    assert header_pixels(path)[:2] == (pages, pixels)
+
+
+def test_header_pixels_refuses_empty_pages_and_too_many_bands(tmp_path):
+    path = tmp_path / "upload.tif"
+    with pytest.warns(UserWarning, match="zero-size"):
+        path.write_bytes(tiff_bytes(np.zeros((0, 7), np.uint8)))
+    with pytest.raises(unetkit.UnetkitError, match=r"page 1 has no pixels \(0 x "):
+        header_pixels(path)
+    path.write_bytes(tiff_bytes(np.zeros((4, 4, 17), np.uint8), photometric="minisblack", planarconfig="contig"))
+    with pytest.raises(unetkit.UnetkitError, match="page 1 has 17 samples per pixel; an image has at most 16 bands"):
+        header_pixels(path)
+
+
+def test_decode_upload_counts_all_pages_before_decoding(monkeypatch):
+    import unetkit.server.core as core
+
+    monkeypatch.setattr(core, "read_image", lambda path: pytest.fail("decoded before the pixel count"))
+    limits = Limits(max_pixels=5000)
+    cases = [
+        (tiff_bytes(np.zeros((6, 30, 40), np.uint8)), "6 pages or frames with 7,200 pixels in all exceed this server's limit of 5,000"),
+        (apng(5, (30, 40)), "5 pages or frames with 6,000 pixels in all exceed"),
+        (tiff_bytes(np.zeros((1100, 2, 2), np.uint8)), "more than 1024 pages; send one image per request"),
+    ]
+    for data, message in cases:
+        with pytest.raises(RequestError, match=message) as error:
+            decode_upload(data, "stack.tif", "image/tiff", limits)
+        assert error.value.status == 413
+    with pytest.warns(UserWarning, match="zero-size"):
+        empty_second_page = tiff_series(np.zeros((3, 3), np.uint8), np.zeros((0, 3), np.uint8))
+    with pytest.raises(RequestError, match="stack.tif: page 2 has no pixels") as error:
+        decode_upload(empty_second_page, "stack.tif", "image/tiff", limits)
+    assert error.value.status == 422
+
+
+def test_decode_upload_answers_422_whatever_the_decoder_raises(monkeypatch):
+    import unetkit.server.core as core
+
+    def broken(path):
+        raise struct.error("unpack requires a buffer of 4 bytes")  # not one of the errors io.py expects
+
+    monkeypatch.setattr(core, "read_image", broken)
+    with pytest.raises(RequestError, match=r"odd.png: cannot read image \(unpack requires a buffer of 4 bytes\)") as error:
+        decode_upload(png(np.zeros((3, 3), np.uint8)), "odd.png", "image/png", Limits())
+    assert error.value.status == 422
+
+
 def test_class_areas_count_every_class():
     mask = np.array([[0, 0, 2], [2, 2, 2]], np.uint8)
     areas = class_areas(mask, ["bg", "a", "b"], [(0, 0, 0), (1, 2, 3), (4, 5, 6)])
@@ -148,6 +233,9 @@ def test_pool_admits_jobs_plus_queue_then_refuses():
         time.sleep(0.01)
     assert pool.admitted == 2
     pool.shutdown()
+    with pytest.raises(RequestError, match="shutting down") as error:
+        pool.run(sum, [1])
+    assert error.value.status == 503 and pool.admitted == 1  # the refused job's slot went back
 
 
 @pytest.mark.parametrize("option, value", [("max_upload_mb", 0), ("max_pixels", 0), ("jobs", 0), ("max_queue", -1)])
@@ -164,7 +252,7 @@ def test_health_describes_the_model_and_limits(server, model):
     info = httpx.get(f"{url}/health").json()
     assert info["status"] == "ok" and info["model"] == model.name and info["backend"] == "onnxruntime"
     assert info["classes"] == ["background", "foreground"] and info["in_channels"] == 1 and info["busy"] == 0
-    assert info["limits"] == {"max_upload_mb": 1.0, "max_pixels": 300000, "jobs": 2, "max_queue": 32}
+    assert info["limits"] == {"max_upload_mb": 1.0, "max_pixels": 300000, "jobs": 2, "max_queue": 32, "body_timeout": 30.0}
 
 
 def test_listens_on_loopback_only(server):
@@ -238,6 +326,13 @@ def test_malformed_requests(server):
     assert r.status_code == 400 and "format='tiff' is not one of png, json, overlay" in r.json()["detail"]
     r = httpx.post(f"{url}/predict", files={"other": ("a.png", b"x", "image/png")})
     assert r.status_code == 422 and "multipart field 'file'" in r.json()["detail"]
+    good = png(np.zeros((9, 9), np.uint8))
+    r = httpx.post(f"{url}/predict", files=[("file", ("a.png", good, "image/png")), ("file", ("b.png", good, "image/png"))])
+    assert r.status_code == 400 and r.json()["detail"] == "the form holds more than one file; send one image as the multipart field 'file'"
+    r = httpx.post(f"{url}/predict", content=b"--x\r\nbroken\r\n\r\n", headers={"content-type": "multipart/form-data; boundary=x"})
+    assert r.status_code == 400 and r.json()["detail"].startswith("malformed multipart form (")
+    r = httpx.post(f"{url}/predict?overlay=maybe", files={"file": ("a.png", good, "image/png")})
+    assert r.status_code == 400 and r.json()["detail"].startswith("query parameter overlay='maybe': Input should be a valid boolean")
 
 
 def test_twenty_concurrent_requests_succeed_in_bounded_memory(server, model):

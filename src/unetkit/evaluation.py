@@ -8,15 +8,20 @@ averaged over images at the end.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
-import tifffile
+import yaml
 from tqdm.auto import tqdm
 
+from unetkit.data.checks import read_config, run_checks
 from unetkit.data.dataset import IGNORE, DataSpec, Pair, decode_mask, load_spec, read_instances, read_pair
+from unetkit.data.folders import scan_folder
 from unetkit.data.io import atomic_write, read_image, read_mask_raw
 from unetkit.commands import METRIC_GROUPS, EvaluateOptions
 from unetkit.errors import UnetkitError
@@ -30,7 +35,6 @@ from unetkit.metrics.instances import AP_THRESHOLDS, aggregated_jaccard, average
 from unetkit.metrics.isbi import THRESHOLDS, components, isbi_counts, isbi_errors
 from unetkit.report import ReportWriter
 
-#: Metric families ``--metrics`` can name.
 #: Images drawn in a report; the per-image table lists them all.
 REPORT_IMAGES = 100
 
@@ -146,12 +150,42 @@ def summarize(stats: list[dict], classes: list[str], groups: tuple[str, ...], to
     return result
 
 
-def _truth_spec(truth: str | Path) -> DataSpec:
-    """The data set whose masks are the truth: ``DATA`` or ``DATA/masks`` (its parent then)."""
+def _masks_spec(masks: Path, config: dict, where: Path) -> DataSpec:
+    """The masks under ``masks`` alone as a data set, read by :func:`unetkit.data.dataset.load_spec` from a yaml that
+    names the folder for both images and masks (so each mask stands in for its image), with the mask options of the
+    data set's yaml ``config`` (at ``where``)."""
+    if not scan_folder(masks).files:
+        raise UnetkitError(f"--truth {masks}: no mask files; pass a folder of ground-truth masks, or a data set folder with masks/")
+    options = {key: value for key, value in config.items() if key in ("classes", "mask_mode", "ignore_value", "ignore_colors")}
+    with tempfile.TemporaryDirectory(prefix="unetkit-truth-") as folder:
+        stand_in = Path(folder) / "dataset.yaml"
+        stand_in.write_text(yaml.safe_dump({**options, "images": str(masks.resolve()), "masks": str(masks.resolve())}))
+        try:
+            return load_spec(stand_in)
+        except UnetkitError as e:  # a problem with the options: name the user's yaml
+            raise UnetkitError(str(e).replace(str(stand_in), str(where))) from None
+
+
+def truth_spec(truth: str | Path) -> tuple[DataSpec, Path]:
+    """The ground truth of ``--truth`` and its folder: a data set (its folder, ``dataset.yaml`` or ``masks/`` folder)
+    or a plain folder of masks.
+
+    A data set with an images folder is read by :func:`unetkit.data.dataset.load_spec` (its images go into the
+    report). Without one the masks alone are the truth: those of the masks folder (``masks/``, or the yaml's
+    ``masks:``) when there is one, else every mask file under the folder, decoded with the yaml's options.
+    """
     path = Path(truth)
-    if path.is_dir() and path.name == "masks" and (path.parent / "images").is_dir():
+    if not path.exists():
+        raise UnetkitError(f"--truth {path}: not found; pass a folder of ground-truth masks, or a data set folder with masks/")
+    if path.is_file():
+        return load_spec(path), path.parent  # a dataset.yaml
+    if path.name == "masks" and ((path.parent / "images").is_dir() or (path.parent / "dataset.yaml").is_file()):
         path = path.parent
-    return load_spec(path)
+    root, config, where = run_checks(read_config(path))
+    if (root / str(config.get("images", "images"))).is_dir():
+        return load_spec(path), root
+    masks = root / str(config.get("masks", "masks"))
+    return _masks_spec(masks if masks.is_dir() else root, config, where), root
 
 
 def model_scoring(seg: Segmenter, spec: DataSpec, metrics, instances: bool, where: str) -> tuple[list[str], list, tuple[str, ...]]:
@@ -202,73 +236,185 @@ def model_samples(seg: Segmenter, spec: DataSpec, pairs: list[Pair], groups: tup
         )
 
 
-def file_samples(pred_dir: Path, spec: DataSpec, groups: tuple[str, ...], images: bool, post: dict | None = None) -> Iterator[Sample]:
-    """Read saved predictions (``KEY.png``, and ``KEY_prob.tif`` when present) for every pair of ``spec``.
+def find_predictions(pred_dir: Path, keys: list[str]) -> dict[str, Path]:
+    """The saved prediction of each truth key: the file ``KEY`` with any image extension (``.png`` as ``unetkit predict``
+    writes it, ``.tif`` as ``predict --stream`` does, ...) under ``pred_dir``; other files there are not looked at.
 
-    For the instance metrics, ``KEY_instances.tif`` (from ``unetkit predict --instances``) is the prediction
-    when present: its objects, and for binary data its foreground; otherwise the objects are those of
-    :func:`unetkit.instances.segment_instances` on the foreground of ``KEY.png`` (options ``post``).
+    Raises:
+        UnetkitError: The folder is missing, a key has no prediction, or two files are one key's (``a.png`` and ``a.tif``).
     """
     if not pred_dir.is_dir():
-        raise UnetkitError(f"{pred_dir}: predictions folder not found; write it with unetkit predict")
-    predictions = {p.relative_to(pred_dir).with_suffix("").as_posix(): p for p in pred_dir.rglob("*.png") if not p.stem.endswith("_overlay")}
-    missing = [pair.key for pair in spec.pairs if pair.key not in predictions]
+        raise UnetkitError(f"--pred {pred_dir}: predictions folder not found; write it with unetkit predict")
+    scan = scan_folder(pred_dir)
+    for kept, other in scan.duplicates:
+        key = kept.relative_to(pred_dir).with_suffix("").as_posix()
+        if key in keys:
+            raise UnetkitError(f"{kept} and {other} are both predictions for the truth mask {key}; keep one of them (move the other away)")
+    missing = [key for key in keys if key not in scan.files]
     if missing:
-        raise UnetkitError(f"{pred_dir}: no prediction for {len(missing)} truth mask(s), e.g. {missing[0]}.png; predict every image of the data set")
+        raise UnetkitError(f"--pred {pred_dir}: no prediction for {len(missing)} truth mask(s), e.g. {missing[0]} (as {missing[0]}.png "
+                           f"or .tif); predict every image of the data set")  # fmt: skip
+    return {key: scan.files[key] for key in keys}
+
+
+def decode_prediction(raw: np.ndarray, name: str, num_classes: int, instance_model: bool = False) -> np.ndarray:
+    """The raw pixels of a saved prediction as ``(H, W)`` int64 class indices ``0..num_classes - 1``.
+
+    Class indices are taken as they are. Against binary truth (2 classes) every binary encoding means
+    background and foreground: values within {0, 1}, {0, 255} or {0, the largest value of the file's type}
+    (a 1-bit PNG, a 0/255 PNG, a 0/65535 TIFF), and, with ``instance_model``, the background, interior and
+    boundary indices 0, 1, 2 of a model trained with ``--target instances``. Anything else, e.g. index 2
+    of a three-class model, is refused.
+
+    Raises:
+        UnetkitError: A colour image, non-integer or negative values, or an index the truth's classes cannot hold.
+
+    Example:
+        >>> decode_prediction(np.array([[0, 255, 255]], np.uint8), "a.png", 2)
+        array([[0, 1, 1]])
+    """
+    if raw.ndim != 2:
+        raise UnetkitError(f"{name} is a colour image; a prediction holds one class index per pixel, as unetkit predict writes it")
+    if raw.dtype.kind not in "buif" or (raw.dtype.kind == "f" and not np.array_equal(raw, np.round(raw))):  # NaN fails too
+        raise UnetkitError(f"{name} has non-integer values; a prediction holds class indices (threshold probabilities first, "
+                           "or put them in NAME_prob.tif beside it)")  # fmt: skip
+    labels = raw.astype(np.int64)
+    low, high = int(labels.min(initial=0)), int(labels.max(initial=0))
+    if low < 0:
+        raise UnetkitError(f"{name} has the negative value {low}; a prediction holds class indices 0..{num_classes - 1}")
+    if high < num_classes:
+        return labels
+    if num_classes == 2:
+        largest = np.iinfo(raw.dtype).max if raw.dtype.kind in "ui" else None
+        two_valued = high in (255, largest) and not np.any((labels != 0) & (labels != high))
+        if two_valued or (instance_model and high == 2):
+            return (labels > 0).astype(np.int64)
+        hint = ("; binary predictions may be 0/1 or 0/255, and the 0/1/2 of a --target instances model need NAME_instances.tif "
+                "beside them (unetkit predict --instances)")  # fmt: skip
+    else:
+        hint = ""
+    raise UnetkitError(f"{name}: class index {high} but the truth has {num_classes} classes; compare predictions of a model "
+                       f"trained on this data{hint}")  # fmt: skip
+
+
+def _probability(file: Path, k: int, shape: tuple[int, int]) -> np.ndarray:
+    """The foreground probability (class 1) of ``NAME_prob.tif``: (K, H, W) from ``predict --probabilities``, or
+    (H, W, K) from ``predict --stream --probabilities``."""
+    probs = read_image(file)  # (H, W, K) either way
+    if probs.shape != (*shape, k):
+        raise UnetkitError(f"{file}: {probs.shape[2]} band(s) of {probs.shape[0]}x{probs.shape[1]} pixels, expected {k} of "
+                           f"{shape[0]}x{shape[1]}; rewrite it with unetkit predict --probabilities")  # fmt: skip
+    if probs.dtype.kind != "f" or probs.min(initial=0) < 0 or probs.max(initial=0) > 1:
+        raise UnetkitError(f"{file}: not probabilities (type {probs.dtype}, values {probs.min()}..{probs.max()}); expected float "
+                           "values in 0..1; rewrite it with unetkit predict --probabilities")  # fmt: skip
+    return probs[..., 1]
+
+
+def _objects(file: Path, shape: tuple[int, int], truth: Path) -> np.ndarray:
+    """The object labels of ``NAME_instances.tif`` (``predict --instances``) as (H, W) int64."""
+    objects = read_mask_raw(file)
+    if objects.shape != shape:
+        raise UnetkitError(f"{file}: shape {objects.shape} differs from its truth {truth} {shape}; rewrite it with unetkit predict --instances")
+    if objects.dtype.kind not in "bui" or objects.min(initial=0) < 0:
+        raise UnetkitError(f"{file}: object labels of type {objects.dtype}, from {objects.min()}; expected integer labels >= 0, 0 for background; "
+                           "rewrite it with unetkit predict --instances")  # fmt: skip
+    return objects.astype(np.int64)
+
+
+def file_samples(predictions: dict[str, Path], spec: DataSpec, groups: tuple[str, ...], images: bool, post: dict | None = None) -> Iterator[Sample]:
+    """Read the saved prediction of every pair of ``spec`` (``predictions``: key -> file, see :func:`find_predictions`).
+
+    The pixel prediction is the file itself, decoded by :func:`decode_prediction`, whatever the metric families.
+    ``NAME_prob.tif`` beside it gives the isbi sweep its probabilities. For the instance metrics ``NAME_instances.tif``
+    (from ``unetkit predict --instances``) gives the objects when present; otherwise they are those of
+    :func:`unetkit.instances.segment_instances` on the prediction's foreground (options ``post``).
+    """
     k = spec.num_classes
     for index, pair in enumerate(spec.pairs):
         file = predictions[pair.key]
         mask = decode_mask(pair, spec)
-        p = read_mask_raw(file).astype(np.int64)
-        if p.shape != mask.shape:
-            raise UnetkitError(f"{file}: shape {p.shape} differs from its truth {pair.mask} {mask.shape}; predict at the image's size")
-        objects = None
+        raw = read_mask_raw(file)
+        if raw.shape[:2] != mask.shape:
+            raise UnetkitError(f"{file}: shape {raw.shape[:2]} differs from its truth {pair.mask} {mask.shape}; predict at the image's size")
         objects_file = file.with_name(file.stem + "_instances.tif")
-        if "instances" in groups and objects_file.is_file():
-            objects = tifffile.imread(objects_file).astype(np.int64)
-            if objects.shape != mask.shape:
-                raise UnetkitError(f"{objects_file}: shape {objects.shape} differs from its truth {pair.mask} {mask.shape}; rewrite it with unetkit predict --instances")
-            if k == 2:  # e.g. background/interior/boundary in KEY.png: the objects' foreground is the prediction
-                p = (objects > 0).astype(np.int64)
-        if p.max(initial=0) >= k:
-            hint = "; for a --target instances model, write NAME_instances.tif with unetkit predict --instances" if k == 2 else ""
-            raise UnetkitError(f"{file}: class index {int(p.max())} but the truth has {k} classes; compare predictions of a model trained on this data{hint}")
-        if "instances" in groups and objects is None and k == 2:
-            options = {key: v for key, v in (post or {}).items() if key != "seed_threshold"}
-            objects = segment_instances((p > 0).astype(np.float32), **options)
-        probability = None
+        p = decode_prediction(raw, str(file), k, instance_model=objects_file.is_file())
+        objects = None
+        if "instances" in groups:
+            if objects_file.is_file():
+                objects = _objects(objects_file, mask.shape, pair.mask)
+            elif k == 2:
+                options = {key: v for key, v in (post or {}).items() if key != "seed_threshold"}
+                objects = segment_instances((p > 0).astype(np.float32), **options)
         prob_file = file.with_name(file.stem + "_prob.tif")
-        if "isbi" in groups and prob_file.is_file():
-            probs = tifffile.imread(prob_file)  # (K, H, W) from unetkit predict --probabilities
-            if probs.shape != (k, *mask.shape):
-                raise UnetkitError(f"{prob_file}: shape {probs.shape}, expected {(k, *mask.shape)}; rewrite it with unetkit predict --probabilities")
-            probability = probs[1]
+        probability = _probability(prob_file, k, mask.shape) if "isbi" in groups and prob_file.is_file() else None
         yield Sample(
             pair.key, mask, p, probability=probability,
             truth_instances=read_instances(pair, spec) if "instances" in groups else None,
             pred_instances=objects,
-            image=read_image(pair.image) if images and index < REPORT_IMAGES else None,
+            image=read_image(pair.image) if images and index < REPORT_IMAGES and pair.image != pair.mask else None,
         )
+
+
+def _publish(stage: Path, report: Path) -> None:
+    """Move the finished report from ``stage`` into ``report``: renamed when new, else file by file over the old report's."""
+    if not report.exists():
+        report.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(stage, report)
+        return
+    for file in sorted(p for p in stage.rglob("*") if p.is_file()):
+        target = report / file.relative_to(stage)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(file, target)
+    shutil.rmtree(stage, ignore_errors=True)
 
 
 def run_evaluation(samples: Iterable[Sample], classes: list[str], colors: list, groups: tuple[str, ...], tolerance: float = 2.0,
                    json_path: str | Path | None = None, report: str | Path | None = None, curves: Path | None = None) -> dict:
-    """Score ``samples``; write the JSON and the HTML report when asked. Returns the result."""
-    writer = ReportWriter(report, classes, colors) if report is not None else None
-    stats = []
-    for sample in samples:
-        stats.append(score_image(sample, len(classes), groups, tolerance))
-        if writer is not None and sample.image is not None:
-            writer.add_image(sample.key, sample.image, sample.truth, sample.pred)
-    if not stats:
-        raise UnetkitError("nothing to evaluate: the data set has no labelled pairs")
-    result = summarize(stats, classes, groups, tolerance)
+    """Score ``samples``; write the JSON and the HTML report when asked. Returns the result.
+
+    The report is built in ``.NAME.partial`` in the nearest existing folder above ``report`` and moved into
+    place once complete, so a sample that fails halfway leaves no partial report, no JSON and no new folder.
+    """
+    report = Path(report) if report is not None else None
+    stage = None
+    if report is not None:
+        anchor = next(folder for folder in report.resolve().parents if folder.is_dir())
+        stage = anchor / f".{report.resolve().name or 'report'}.partial"
+    if stage is not None and stage.exists():
+        shutil.rmtree(stage)  # what an interrupted run left
+    try:
+        writer = ReportWriter(stage, classes, colors) if stage is not None else None
+        stats = []
+        for sample in samples:
+            stats.append(score_image(sample, len(classes), groups, tolerance))
+            if writer is not None and sample.image is not None:
+                writer.add_image(sample.key, sample.image, sample.truth, sample.pred)
+        if not stats:
+            raise UnetkitError("nothing to evaluate: the data set has no labelled pairs")
+        result = summarize(stats, classes, groups, tolerance)
+        if writer is not None:
+            writer.finish(result, curves)
+    except BaseException:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+        raise
     if json_path is not None:
         with atomic_write(json_path) as tmp:
             Path(tmp).write_text(json.dumps(result, indent=2))
-    if writer is not None:
-        writer.finish(result, curves)
+    if stage is not None:
+        _publish(stage, report)
     return result
+
+
+def _refuse_overwriting_inputs(json_path, report, folders: list[Path], files: Iterable[Path]) -> None:
+    """Refuse a ``--json-path`` that is an input file, and a ``--report-dir`` that is, or lies inside, an input folder."""
+    if json_path is not None and Path(json_path).resolve() in {Path(f).resolve() for f in files}:
+        raise UnetkitError(f"--json-path {json_path} is one of the inputs; choose a new file name (e.g. metrics.json)")
+    if report is not None:
+        where = Path(report).resolve()
+        for folder in folders:
+            if where.is_relative_to(folder.resolve()):
+                raise UnetkitError(f"--report-dir {report} lies in the input folder {folder}; choose a folder outside the data and the predictions")
 
 
 def evaluate(**options) -> dict:
@@ -278,9 +424,12 @@ def evaluate(**options) -> dict:
     model runs as its :class:`~unetkit.inference.options.InferenceOptions` say.
 
     Args:
+        pred: Folder of saved predictions, ``KEY.png`` or ``KEY.tif`` (any image type) per truth mask: class
+            indices, or for binary truth any binary encoding (0/1, 0/255, 1-bit), see :func:`decode_prediction`.
+        truth: The ground truth: a data set (folder, ``dataset.yaml`` or ``masks/`` folder) or a plain folder of masks.
         metrics: Families to compute (``"pixel,boundary,isbi,instances"`` or a list). Default: pixel
             and boundary, plus isbi for binary data, plus instances for a model trained with
-            ``target="instances"``. Pixel scores are always included.
+            ``target="instances"``. Pixel scores are always included, and never depend on the others.
         instances: Add the instance family: predicted objects as ``unetkit predict --instances`` makes
             them (watershed for ``target="instances"`` models, foreground components for binary ones;
             ``min_size``, ``seed_threshold`` and ``fill_holes`` as there), or read from
@@ -314,13 +463,18 @@ def evaluate(**options) -> dict:
         classes, colors, groups = model_scoring(seg, spec, o.metrics, o.instances, str(o.data))
         if run is None and isinstance(o.model, (str, Path)):
             run = Path(o.model).parent
+        inputs = [Path(o.model)] if isinstance(o.model, (str, Path)) else []
+        _refuse_overwriting_inputs(o.json_path, report, [spec.root], [*inputs, *(p.image for p in spec.pairs), *(p.mask for p in spec.pairs)])
         samples = model_samples(seg, spec, spec.pairs, groups, report is not None, o.progress, post)
     elif o.pred is not None and o.truth is not None and o.model is None and o.data is None:
-        spec = _truth_spec(o.truth)
+        spec, truth_root = truth_spec(o.truth)
         groups = resolve_metrics(o.metrics, spec.classes)
         if o.instances and "instances" not in groups:
             groups = resolve_metrics([*groups, "instances"], spec.classes)
-        samples = file_samples(Path(o.pred), spec, groups, report is not None, post)
+        predictions = find_predictions(Path(o.pred), [pair.key for pair in spec.pairs])
+        _refuse_overwriting_inputs(o.json_path, report, [Path(o.pred), truth_root],
+                                   [*predictions.values(), *(p.image for p in spec.pairs), *(p.mask for p in spec.pairs)])  # fmt: skip
+        samples = file_samples(predictions, spec, groups, report is not None, post)
         classes, colors = spec.classes, spec.colors
     else:
         raise UnetkitError("evaluate needs either --model with --data, or --pred with --truth")
