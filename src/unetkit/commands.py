@@ -115,6 +115,8 @@ class Limits(Options):
     max_pixels: int = opt(4096 * 4096, "largest image, height x width, checked before its pixels are decoded; larger ones get 413")
     jobs: int = opt(1, "images segmented at the same time; each holds its image and logits")
     max_queue: int = opt(32, "requests that may wait for a job slot; more get 503")
+    body_timeout: float = opt(30.0, "seconds a request's body may take to arrive after its headers; slower uploads get 408",
+                              above=0, metavar="SECONDS")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -25,15 +25,6 @@ from tests.test_serve import apng, free_port, launch, stop_server, tiff_bytes, t
 
 BODY_TIMEOUT = 2.0
 JOBS, QUEUE = 2, 2
-SERVER = (  # run_server with a short body timeout, which unetkit serve has no option for yet
-    "import sys\n"
-    "from unetkit.commands import Limits\n"
-    "from unetkit.inference.options import InferenceOptions\n"
-    "from unetkit.loading import load_segmenter\n"
-    "from unetkit.server.app import run_server\n"
-    f"limits = Limits(max_upload_mb=1, max_pixels=300_000, jobs={JOBS}, max_queue={QUEUE})\n"
-    f"run_server(load_segmenter(sys.argv[1], InferenceOptions()), limits, port=int(sys.argv[2]), name='best.pt', body_timeout={BODY_TIMEOUT})\n"
-)
 GOOD = png_bytes(np.full((30, 40), 100, np.uint8))
 
 
@@ -41,7 +32,9 @@ GOOD = png_bytes(np.full((30, 40), 100, np.uint8))
 def server(models, tmp_path_factory):
     spool = tmp_path_factory.mktemp("server-tmp")
     port = free_port()
-    proc, url = launch(["-c", SERVER, str(models["gray"]), str(port)], port, env={**os.environ, "TMPDIR": str(spool)})
+    argv = ["-m", "unetkit", "serve", "--model", str(models["gray"]), "--port", str(port), "--max-upload-mb", "1", "--max-pixels", "300000",
+            "--jobs", str(JOBS), "--max-queue", str(QUEUE), "--body-timeout", str(BODY_TIMEOUT)]
+    proc, url = launch(argv, port, env={**os.environ, "TMPDIR": str(spool)})
     yield proc, url, port
     out = stop_server(proc)
     assert "Traceback" not in out and " 500 " not in out, out[-3000:]

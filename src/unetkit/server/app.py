@@ -38,7 +38,6 @@ STATIC = Path(__file__).parent / "static"
 #: The page loads only its own files; the overlay comes back as a data: URL.
 PAGE_POLICY = "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; connect-src 'self'"
 SPOOL_BYTES = 2**20  # a raw upload beyond this waits on disk, not in memory, until a worker reads it
-BODY_TIMEOUT = 30.0  # seconds a request's body may take to arrive
 log = logging.getLogger("unetkit.serve")
 
 
@@ -108,22 +107,19 @@ def _backend(seg: Segmenter) -> str:
     return "onnxruntime" if seg.model is None else "pytorch"
 
 
-def create_app(segmenter: Segmenter, limits: Limits | None = None, name: str = "model", body_timeout: float = BODY_TIMEOUT) -> FastAPI:
+def create_app(segmenter: Segmenter, limits: Limits | None = None, name: str = "model") -> FastAPI:
     """A FastAPI app that segments uploaded images with ``segmenter``.
 
     Args:
         segmenter: The model (``unetkit.load(...)``, a checkpoint or an ``.onnx`` file).
-        limits: Upload size, pixel count, jobs and queue (default :class:`Limits`).
+        limits: Upload size, pixel count, jobs, queue and body timeout (default :class:`Limits`); a body
+            slower than ``limits.body_timeout`` seconds from its headers gets 408 and its connection is closed.
         name: The model's name shown by ``/health`` and the page.
-        body_timeout: Seconds a request's body may take to arrive, counted from its headers (default 30);
-            slower uploads get 408 and their connection is closed.
 
     Example:
         >>> app = create_app(unetkit.load("model.onnx"), Limits(jobs=2))  # doctest: +SKIP
         >>> uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
     """
-    if not body_timeout > 0:
-        raise UnetkitError(f"body_timeout must be > 0 seconds, got {body_timeout}")
     limits = limits or Limits()
     pool = InferencePool(limits.jobs, limits.max_queue)
 
@@ -133,7 +129,7 @@ def create_app(segmenter: Segmenter, limits: Limits | None = None, name: str = "
         pool.shutdown()
 
     app = FastAPI(title="unetkit", summary="U-Net segmentation of uploaded images", docs_url=None, redoc_url=None, lifespan=lifespan)
-    app.add_middleware(UploadGuard, max_bytes=limits.max_upload_bytes, timeout=body_timeout)
+    app.add_middleware(UploadGuard, max_bytes=limits.max_upload_bytes, timeout=limits.body_timeout)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     info = {
         "status": "ok",
@@ -143,7 +139,7 @@ def create_app(segmenter: Segmenter, limits: Limits | None = None, name: str = "
         "colors": [list(c) for c in segmenter.colors],
         "in_channels": segmenter.config.in_channels,
         "tile": segmenter.options.tile,
-        "limits": {**limits.to_dict(), "body_timeout": body_timeout},
+        "limits": limits.to_dict(),
         "unetkit_version": __version__,
     }
 
@@ -230,9 +226,8 @@ def _job(segmenter: Segmenter, upload, filename: str, content_type: str, limits:
     return segment(segmenter, data, filename, content_type, limits, fmt, overlay)
 
 
-def run_server(segmenter: Segmenter, limits: Limits, host: str = "127.0.0.1", port: int = 8000, name: str = "model",
-               body_timeout: float = BODY_TIMEOUT) -> None:  # fmt: skip
-    """Serve ``segmenter`` over HTTP with uvicorn until interrupted (Ctrl-C or SIGTERM); ``body_timeout`` as for :func:`create_app`."""
+def run_server(segmenter: Segmenter, limits: Limits, host: str = "127.0.0.1", port: int = 8000, name: str = "model") -> None:
+    """Serve ``segmenter`` over HTTP with uvicorn until interrupted (Ctrl-C or SIGTERM)."""
     if not 1 <= port <= 65535:
         raise UnetkitError(f"--port {port} is not a port number (1..65535)")
     try:  # fail with a clear message now rather than from inside uvicorn
@@ -246,4 +241,4 @@ def run_server(segmenter: Segmenter, limits: Limits, host: str = "127.0.0.1", po
         print(f"unetkit serve: listening on {host}, reachable from other machines; the server has no authentication")
     print(f"unetkit serve: {name} ({_backend(segmenter)}, classes {', '.join(segmenter.classes)}) on http://{host}:{port}/ "
           f"(max {limits.max_upload_mb:g} MB, {limits.max_pixels:,} pixels, {limits.jobs} job(s) at once); Ctrl-C stops it", flush=True)  # fmt: skip
-    uvicorn.run(create_app(segmenter, limits, name, body_timeout), host=host, port=port, log_level="info", timeout_keep_alive=5)
+    uvicorn.run(create_app(segmenter, limits, name), host=host, port=port, log_level="info", timeout_keep_alive=5)
