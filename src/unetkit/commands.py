@@ -70,8 +70,9 @@ class EvaluateOptions(InferenceOptions, InstanceOptions):
     model: str | None = opt(None, "checkpoint or exported .onnx model to evaluate on --data")
     data: str | None = opt(None, "labelled data set (folder or dataset.yaml)")
     split: str | None = opt(None, "a split of the dataset.yaml (e.g. val); default: all pairs")
-    pred: str | None = opt(None, "folder of predicted class-index PNGs (from unetkit predict)")
-    truth: str | None = opt(None, "the data set (or its masks/ folder) the predictions are scored against")
+    pred: str | None = opt(None, "folder of predicted masks, NAME.png or NAME.tif per truth mask (class indices, or 0/1 or 0/255 "
+                           "for binary truth)")
+    truth: str | None = opt(None, "the ground-truth masks: a folder of masks, or a data set (folder, its masks/ or dataset.yaml)")
     json_path: str | None = opt(None, "write all scores to this JSON file", metavar="FILE")
     report_dir: str | None = opt(None, "write an HTML report (index.html and its PNGs) into this folder", metavar="DIR")
     run: str | None = opt(None, "run folder whose training curves go into the report (default: the model's folder)")
