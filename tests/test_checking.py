@@ -54,6 +54,7 @@ def test_a_good_set_is_usable_with_its_statistics(tmp_path):
     report = unetkit.check(_good(tmp_path), progress=False)
     assert report["usable"] and report["errors"] == 0 and report["warnings"] == 0
     assert report["pairs"] == 4 and report["mask_mode"] == "binary" and report["values"] == [0, 255]
+    assert report["mask_decision"] == "binary (0/255)" and report["splits"] == {}
     assert report["images"][0] == {"key": "0", "file": "images/0.png", "dtype": "uint8", "bits": 8, "channels": 1, "height": 20, "width": 30}
     fg = 2 * 36 / 600
     assert report["class_frequency"]["foreground"] == pytest.approx(fg)
@@ -176,6 +177,68 @@ def test_sixteen_bit_label_tiff_and_mixed_bit_depths(tmp_path):
     assert report["usable"]
 
 
+def _aa_good(root: Path, n: int = 3) -> Path:
+    """_good, with anti-aliased top edges: 6 of 600 pixels at 64 and 6 at 191 per mask."""
+    _good(root, n)
+    for i in range(n):
+        mask = np.asarray(Image.open(root / "masks" / f"{i}.png")).copy()
+        mask[1, 2:8], mask[1, 12:18] = 64, 191
+        _png(root / "masks" / f"{i}.png", mask)
+    return root
+
+
+def test_anti_aliased_binary_masks_are_explained(tmp_path, capsys):
+    root = _aa_good(tmp_path)
+    report = unetkit.check(root, progress=False, preview=None)
+    assert report["usable"] and report["mask_mode"] == "binary" and report["values"] == [0, 64, 191, 255]
+    assert report["mask_decision"] == "binary (0/255, anti-aliased edges: 2.0% of pixels in between, thresholded at 128)"
+    assert report["class_pixels"]["foreground"] == 3 * (72 + 6)  # the 191s count as foreground, the 64s not
+    assert main(["check", str(root), "--no-progress", "--no-preview"]) == 0
+    assert "masks: binary (0/255, anti-aliased edges: 2.0% of pixels in between, thresholded at 128); values 0, 64, 191, 255" in capsys.readouterr().out
+
+
+def test_few_object_label_images_are_explained(tmp_path, capsys):
+    labels = np.zeros((20, 30), np.uint16)
+    for n in range(5):
+        labels[2 : 5, 5 * n + 1 : 5 * n + 4] = n + 1  # 5 separate objects
+    for key in ("a", "b"):
+        _png(tmp_path / "images" / f"{key}.png", np.full((20, 30), 9))
+        tifffile.imwrite(_mk(tmp_path / "masks") / f"{key}.tif", labels)
+    report = unetkit.check(tmp_path, progress=False, preview=None)
+    assert report["usable"] and report["mask_decision"] == "instance labels (up to 5 objects per mask, 16-bit)"
+    assert report["instances"] == {"total": 10, "min": 5, "max": 5}
+    assert main(["check", str(tmp_path), "--no-progress", "--no-preview", "--mask-mode", "index"]) == 0
+    out = capsys.readouterr().out
+    assert "masks: index (class indices; set by --mask-mode); values 0, 1, 2, 3, 4, 5" in out
+
+
+def test_instances_forced_on_binary_masks_is_an_error_per_mask(tmp_path):
+    root = _good(tmp_path, n=2)
+    assert unetkit.check(root, mask_mode="instances", progress=False, preview=None)["usable"]  # 2 regions: maybe one object cut in two
+    for i in range(2):
+        mask = np.asarray(Image.open(root / "masks" / f"{i}.png")).copy()
+        mask[12:16, 2:8] = 255  # a third square
+        _png(root / "masks" / f"{i}.png", mask)
+    report = unetkit.check(root, mask_mode="instances", progress=False, preview=None)
+    assert not report["usable"] and report["errors"] == 2
+    assert "is not an instance label image: value 255 covers 3 separate regions" in _one(report, "masks/1.png")
+
+
+def test_splits_and_value_maps_are_reported(tmp_path, capsys):
+    root = _good(tmp_path, n=4)
+    (root / "dataset.yaml").write_text(yaml.safe_dump({"classes": {"background": 0, "cell": [128, 255]}, "splits": {"val": ["3"]}}))
+    report = unetkit.check(root, progress=False, preview=None)
+    assert report["usable"] and report["mask_decision"] == "index (3 mask values mapped to 2 classes)"
+    assert report["splits"] == {"val": 1, "train": 3} and report["splits_note"] == "train is every pair not in val"
+    assert main(["check", str(root), "--no-progress", "--no-preview"]) == 0
+    assert "splits: val 1, train 3 (train is every pair not in val)" in capsys.readouterr().out
+    (root / "dataset.yaml").write_text(yaml.safe_dump({"classes": {"background": 0, "cell": 128}, "splits": ["train", "val"]}))
+    report = unetkit.check(root, progress=False, preview=None)
+    assert _one(report, "'splits' is a list; expected a mapping").startswith("dataset.yaml: ")
+    assert "has values {255} that no class lists" in _one(report, "masks/0.png")
+    assert report["errors"] == 5  # the splits and each of the 4 masks
+
+
 def test_preview_and_weight_maps(tmp_path):
     root = _good(tmp_path / "data")
     report = unetkit.check(root, preview=tmp_path / "preview.png", preview_count=3, weights=tmp_path / "w", progress=False)
@@ -193,7 +256,7 @@ def test_cli_exit_codes_text_and_json(tmp_path, capsys):
     root = _good(tmp_path / "data")
     assert main(["check", str(root), "--no-progress", "--preview", str(tmp_path / "p.png")]) == 0
     out = capsys.readouterr().out
-    assert "pairs: 4 usable" in out and "masks: binary; values 0, 255" in out and out.rstrip().endswith("0 warning(s)")
+    assert "pairs: 4 usable" in out and "masks: binary (0/255); values 0, 255" in out and out.rstrip().endswith("0 warning(s)")
     assert (tmp_path / "p.png").is_file()
     (root / "masks" / "1.png").unlink()
     assert main(["check", str(root), "--no-progress", "--no-preview", "--json"]) == 1

@@ -60,3 +60,25 @@ def test_scan_folder_reports_duplicates_and_skipped_files(tmp_path):
     assert scan.files == {"1": tmp_path / "1.png"}
     assert scan.duplicates == [(tmp_path / "1.png", tmp_path / "1.tif")]
     assert scan.skipped == [tmp_path / "notes.txt"]
+
+
+def test_yaml_problems_of_splits_names_and_classes_are_all_listed_and_load_spec_raises_the_first(tmp_path):
+    for key in ("1", "2"):
+        _png(tmp_path / "images" / f"{key}.png", np.zeros((3, 3)))
+        _png(tmp_path / "masks" / f"gt{key}.png", np.zeros((3, 3)))
+    (tmp_path / "dataset.yaml").write_text("splits: [train, val]\nmask_names: gt\nclasses: {a: 0, b: [0]}\n")
+    problems: list[Problem] = []
+    found = run_checks(validate(tmp_path), problems)
+    assert [p.message.split(";")[0] for p in problems] == [
+        "classes: value 0 is listed for both 'a' and 'b'",  # the options come first and stop the checks
+    ]
+    assert found.spec is None
+    (tmp_path / "dataset.yaml").write_text("splits: [train, val]\nmask_names: gt\nclasses: {a: 0, b: 1}\n")
+    problems = []
+    run_checks(validate(tmp_path), problems)
+    assert [p.message.split(";")[0] for p in problems] == [
+        "'splits' is a list",
+        "mask_names 'gt' must hold one placeholder, {number} or {stem}, and no other braces",
+    ]
+    with pytest.raises(UnetkitError, match=r"dataset\.yaml: 'splits' is a list; expected a mapping"):
+        load_spec(tmp_path)

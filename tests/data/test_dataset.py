@@ -229,6 +229,80 @@ def test_palette_png_without_colour_table_is_index_of_palette_indices(tmp_path):
     np.testing.assert_array_equal(decode_mask(spec.pairs[0], spec), [[0, 1, 2], [2, 1, 0]])
 
 
+def test_zero_255_masks_with_anti_aliased_edges_are_binary_thresholded_at_128(tmp_path):
+    raw = np.zeros((8, 8), np.uint8)
+    raw[:, 4:] = 255
+    raw[0, 3], raw[1, 3] = 64, 200  # anti-aliased edge pixels
+    spec = load_spec(_dataset(tmp_path, {"a": raw}))
+    assert spec.mask_mode == "binary" and spec.classes == ["background", "foreground"]
+    expected = (np.arange(8) >= 4).astype(int)[None].repeat(8, 0)
+    expected[1, 3] = 1  # 200 >= 128
+    np.testing.assert_array_equal(decode_mask(spec.pairs[0], spec), expected)
+
+
+def test_one_value_in_between_is_not_read_as_anti_aliasing(tmp_path):
+    raw = np.zeros((16, 16), np.uint8)
+    raw[:, 8:] = 255
+    raw[:, 7] = 128  # a boundary class, not anti-aliasing: 3 classes 0/128/255
+    _dataset(tmp_path, {"a": raw})
+    with pytest.raises(UnetkitError, match=r"^masks/a\.png has value 255, so as class indices the masks would make 256 classes, "
+                                           r"but they hold only 3 distinct values \(0, 128, 255\); set ignore_value for a void value, map values to classes"):
+        load_spec(tmp_path)
+    spec = load_spec(tmp_path, mask_mode="binary")  # told it is binary: the edge is thresholded
+    np.testing.assert_array_equal(decode_mask(spec.pairs[0], spec)[0], [0] * 7 + [1] * 9)
+    _yaml(tmp_path, classes={"background": 0, "edge": 128, "cell": 255})  # or map it as a class
+    spec = load_spec(tmp_path)
+    assert spec.mask_mode == "index" and spec.classes == ["background", "edge", "cell"]
+    np.testing.assert_array_equal(decode_mask(spec.pairs[0], spec)[0], [0] * 7 + [1] + [2] * 8)
+
+
+# index with a map of values
+
+
+def test_classes_map_one_or_several_values_per_class(tmp_path):
+    raw = [[0, 32, 64], [255, 255, 0], [11, 0, 32]]
+    _dataset(tmp_path, {"a": raw})
+    _yaml(tmp_path, classes={"background": 0, "road": [32, 64], "building": 255}, ignore_value=11)
+    spec = load_spec(tmp_path)
+    assert (spec.mask_mode, spec.classes, spec.values) == ("index", ["background", "road", "building"], {0: 0, 32: 1, 64: 1, 255: 2})
+    np.testing.assert_array_equal(decode_mask(spec.pairs[0], spec), [[0, 1, 1], [2, 2, 0], [I, 0, 1]])
+
+
+def test_values_no_class_maps_are_named_with_the_file(tmp_path):
+    _dataset(tmp_path, {"a": [[0, 32, 64], [255, 17, 0], [200, 0, 32]]})
+    _yaml(tmp_path, classes={"background": 0, "road": [32, 64], "building": 255})
+    spec = load_spec(tmp_path)
+    with pytest.raises(UnetkitError, match=r"^masks/a\.png has values \{17, 200\} that no class lists; add them to a class"):
+        decode_mask(spec.pairs[0], spec)
+
+
+def test_three_values_per_class_need_mask_mode_index(tmp_path):
+    _dataset(tmp_path, {"a": [[1, 2, 3], [4, 5, 6], [1, 1, 1]]})
+    _yaml(tmp_path, classes={"low": [1, 2, 3], "high": [4, 5, 6]}, mask_mode="index")
+    spec = load_spec(tmp_path)
+    np.testing.assert_array_equal(decode_mask(spec.pairs[0], spec), [[0, 0, 0], [1, 1, 1], [0, 0, 0]])
+    _yaml(tmp_path, classes={"low": [1, 2, 3], "high": [4, 5, 6]})  # without it: two colours
+    assert load_spec(tmp_path).colors == [(1, 2, 3), (4, 5, 6)]
+    _yaml(tmp_path, classes={"low": [1, 2], "high": [4, 5, 6]})  # lists only: colours, one malformed
+    with pytest.raises(UnetkitError, match=r"classes\.low: colour \[1, 2\] is not \[r, g, b\] .*to map mask values to classes, set mask_mode: index"):
+        load_spec(tmp_path)
+
+
+@pytest.mark.parametrize("config,fragment", [
+    ({"classes": {"a": 0, "b": [1, 0]}}, r"classes: value 0 is listed for both 'a' and 'b'; give each value one class"),
+    ({"classes": {"a": 0, "b": "x"}}, r"classes\.b: 'x' is not a mask value or a list of them"),
+    ({"classes": {"a": 0, "b": [-1]}}, r"classes\.b: \[-1\] is not a mask value"),
+    ({"classes": {"a": 0, "b": []}}, r"classes\.b: \[\] is not a mask value"),
+    ({"classes": {"a": 0, "b": 1}, "mask_mode": "binary"}, r"classes maps mask values to classes, which needs mask_mode index, not binary"),
+    ({"classes": {"a": 0, "b": 1}, "ignore_value": 1}, r"ignore_value 1 is also a value of class 'b'"),
+])  # fmt: skip
+def test_malformed_value_maps_name_the_yaml(tmp_path, config, fragment):
+    _dataset(tmp_path, {"a": np.zeros((3, 3))})
+    _yaml(tmp_path, **config)
+    with pytest.raises(UnetkitError, match=r"dataset\.yaml: " + fragment):
+        load_spec(tmp_path)
+
+
 # colour
 
 
@@ -312,6 +386,41 @@ def test_label_image_with_more_ids_than_classes_is_instances(tmp_path):
     spec = load_spec(tmp_path, classes=["background", "nucleus"])
     assert spec.mask_mode == "instances"
     np.testing.assert_array_equal(read_instances(spec.pairs[0], spec), [[0, 3, 3], [0, 0, 0], [2, 0, 1]])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_few_object_label_images_are_instances(tmp_path, dtype):
+    raw = np.zeros((6, 9), dtype)
+    raw[1, 1:3], raw[4, 0], raw[3:5, 5], raw[0, 8] = 1, 2, 3, 4  # 4 objects, each one region
+    spec = load_spec(_dataset(tmp_path, {"a": raw}, ext=".tif"))
+    assert spec.mask_mode == "instances"
+    np.testing.assert_array_equal(read_instances(spec.pairs[0], spec), raw)
+    np.testing.assert_array_equal(decode_mask(spec.pairs[0], spec), raw > 0)
+
+
+def test_masks_whose_values_are_one_region_each_stay_index_below_three_or_with_classes(tmp_path):
+    _dataset(tmp_path, {"a": [[0, 1, 1], [0, 0, 2], [0, 0, 0]]})
+    assert load_spec(tmp_path).mask_mode == "index"  # two ids: too few to be objects
+    _dataset(tmp_path, {"a": [[0, 1, 1], [0, 0, 0], [2, 0, 3]]})
+    assert load_spec(tmp_path).mask_mode == "instances"
+    assert load_spec(tmp_path, classes=["bg", "a", "b", "c"]).mask_mode == "index"  # named classes: semantic
+
+
+def test_forcing_instances_on_a_binary_mask_is_refused(tmp_path):
+    _dataset(tmp_path, {"a": [[255, 0, 255], [0, 0, 0], [255, 0, 255]]})
+    spec = load_spec(tmp_path, mask_mode="instances")
+    with pytest.raises(UnetkitError, match=r"^masks/a\.png is not an instance label image: value 255 covers 4 separate regions "
+                                           r"\(1 id\(s\), 4 regions in all\); mask_mode instances needs one id per object: set mask_mode binary"):
+        read_instances(spec.pairs[0], spec)
+    with pytest.raises(UnetkitError, match=r"is not an instance label image"):
+        decode_mask(spec.pairs[0], spec)
+
+
+def test_forcing_binary_on_a_label_image_names_the_values(tmp_path):
+    _dataset(tmp_path, {"a": [[0, 1, 0], [0, 0, 2], [3, 0, 0]]})
+    spec = load_spec(tmp_path, mask_mode="binary")
+    with pytest.raises(UnetkitError, match=r"^masks/a\.png has values \{0, 1, 2, 3\}; expected a binary 0/255 or 0/1 mask \(anti-aliased edges allowed\)"):
+        decode_mask(spec.pairs[0], spec)
 
 
 def test_binary_instances_are_connected_components(tmp_path):

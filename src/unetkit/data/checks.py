@@ -18,13 +18,13 @@ import numpy as np
 import yaml
 from tqdm.auto import tqdm
 
-from unetkit.data.folders import instance_files, match_loosely, natural_key, relative, scan_folder
+from unetkit.data.folders import instance_files, relative, scan_folder
 from unetkit.data.io import IMAGE_EXTENSIONS, read_image, read_mask_raw
 from unetkit.data.modes import MASK_MODES
 from unetkit.errors import UnetkitError
 from unetkit.yaml_files import read_yaml
 
-YAML_KEYS = ("images", "masks", "classes", "mask_mode", "ignore_value", "ignore_colors", "splits")
+YAML_KEYS = ("images", "masks", "image_names", "mask_names", "classes", "mask_mode", "ignore_value", "ignore_colors", "splits")
 _EXTENSIONS = ", ".join(sorted(IMAGE_EXTENSIONS))
 
 T = TypeVar("T")
@@ -106,6 +106,8 @@ class Options:
         colors: RGB colour per class, or None.
         ignore_value: Raw index value to ignore, or None.
         ignore_colors: Raw colours to ignore.
+        values: Raw mask value -> class index, from a ``classes: {name: value or [values]}`` map; None without one.
+        source: Who set ``mask_mode``: ``"--mask-mode"``, ``"dataset.yaml"``, or ``""`` for auto.
     """
 
     mask_mode: str
@@ -113,6 +115,8 @@ class Options:
     colors: list[tuple[int, int, int]] | None
     ignore_value: int | None
     ignore_colors: list[tuple[int, int, int]]
+    values: dict[int, int] | None = None
+    source: str = ""
 
 
 def read_config(path: Path) -> Generator[Problem, None, tuple[Path, dict, Path] | None]:
@@ -149,28 +153,66 @@ def read_config(path: Path) -> Generator[Problem, None, tuple[Path, dict, Path] 
     return root, config, path
 
 
-def _colour_problem(value: object, label: str, where: Path, root: Path) -> Problem | None:
+def _colour_problem(value: object, label: str, where: Path, root: Path, hint: str = "") -> Problem | None:
     """An error when ``value`` is not ``[r, g, b]`` with integers 0..255, else None."""
     if isinstance(value, (list, tuple)) and len(value) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in value):
         return None
-    message = f"{label}: colour {value!r} is not [r, g, b] with integers 0..255; fix it"
+    message = f"{label}: colour {value!r} is not [r, g, b] with integers 0..255; fix it{hint}"
     return error(where, root, message, f"{where} {message}")
 
 
-def _read_classes(value: object, where: Path, root: Path) -> Generator[Problem, None, tuple | None]:
-    """``classes:`` as a list of names or a mapping name -> colour: ``(names, colours)``; None if malformed."""
-    if value is None:
-        return None, None
-    if isinstance(value, dict):
-        for name, color in value.items():
-            problem = _colour_problem(color, f"classes.{name}", where, root)
-            if problem is not None:
-                yield problem
+def _is_value(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _class_values(table: dict, where: Path, root: Path) -> Generator[Problem, None, dict[int, int] | None]:
+    """A ``classes: {name: value or [values]}`` map as raw value -> class index; None if malformed."""
+    values: dict[int, int] = {}
+    names = [str(name) for name in table]
+    for index, (name, listed) in enumerate(table.items()):
+        items = listed if isinstance(listed, list) else [listed]
+        if not items or not all(_is_value(v) for v in items):
+            yield error(where, root, f"classes.{name}: {listed!r} is not a mask value or a list of them (integers >= 0); "
+                                     "write e.g. 'road: [32, 64]'")  # fmt: skip
+            return None
+        for value in items:
+            if value in values:
+                yield error(where, root, f"classes: value {value} is listed for both '{names[values[value]]}' and '{name}'; "
+                                         "give each value one class")  # fmt: skip
                 return None
-        return [str(name) for name in value], [tuple(int(v) for v in color) for color in value.values()]
+            values[value] = index
+    return values
+
+
+def _read_classes(value: object, mode: str, where: Path, root: Path) -> Generator[Problem, None, tuple | None]:
+    """``classes:`` as ``(names, colours, values)``; None if malformed.
+
+    A list gives names; a mapping gives colours (``name: [r, g, b]``) or raw mask values
+    (``name: value`` or ``name: [values]``). A mapping is read as values under ``mask_mode: index`` or
+    when some entry is a single value (not a list), else as colours.
+    """
+    if value is None:
+        return None, None, None
+    if isinstance(value, dict) and value:
+        if mode == "color" or (mode != "index" and all(isinstance(v, list) for v in value.values())):
+            hint = " (or, to map mask values to classes, set mask_mode: index)" if mode != "color" else ""
+            for name, color in value.items():
+                problem = _colour_problem(color, f"classes.{name}", where, root, hint)
+                if problem is not None:
+                    yield problem
+                    return None
+            return [str(name) for name in value], [tuple(int(v) for v in color) for color in value.values()], None
+        values = yield from _class_values(value, where, root)
+        if values is None:
+            return None
+        if mode in ("binary", "instances"):
+            yield error(where, root, f"classes maps mask values to classes, which needs mask_mode index, not {mode}; "
+                                     "set mask_mode: index or list the class names")  # fmt: skip
+            return None
+        return [str(name) for name in value], None, values
     if isinstance(value, (list, tuple)) and value:
-        return [str(name) for name in value], None
-    yield error(where, root, "'classes' must be a list of names or a mapping name -> [r, g, b]")
+        return [str(name) for name in value], None, None
+    yield error(where, root, "'classes' must be a list of names, a mapping name -> [r, g, b], or a mapping name -> mask value(s)")
     return None
 
 
@@ -179,7 +221,7 @@ def read_options(
     ignore_value: int | None = None,
 ) -> Generator[Problem, None, Options | None]:  # fmt: skip
     """The mask options of ``config``; ``mask_mode`` (unless ``"auto"``), ``classes`` and ``ignore_value``
-    (unless None) override the yaml's. A new class list keeps the yaml's colours only when as long.
+    (unless None) override the yaml's. A new class list keeps the yaml's colours (or value map) only when as long.
 
     Returns:
         The :class:`Options`, or None when a mask mode, class table or ignored colour is malformed.
@@ -188,17 +230,23 @@ def read_options(
     for bad in bad_modes:
         unknown = f"mask_mode '{bad}' is not one of {', '.join(MASK_MODES)}"
         yield error(where, root, f"{unknown}; fix it", f"{where}: {unknown}")
-    table = yield from _read_classes(config.get("classes"), where, root)
+    source = "--mask-mode" if mask_mode != "auto" else "dataset.yaml" if config.get("mask_mode", "auto") != "auto" else ""
+    mode = mask_mode if mask_mode != "auto" else config.get("mask_mode", "auto")
+    table = yield from _read_classes(config.get("classes"), mode, where, root)
     if table is None:
         return None
-    names, colors = table
+    names, colors, values = table
     if classes is not None:
         colors = colors if colors and len(colors) == len(classes) else None
+        values = values if values and len(names) == len(classes) else None
         names = list(classes)
     ignore_value = config.get("ignore_value") if ignore_value is None else ignore_value
     if ignore_value is not None and not isinstance(ignore_value, int):
         yield error(where, root, f"ignore_value {ignore_value!r} must be an integer; fix it")
         ignore_value = None
+    if values is not None and ignore_value in values:
+        yield error(where, root, f"ignore_value {ignore_value} is also a value of class '{names[values[ignore_value]]}'; remove it from one")
+        return None
     ignore_colors = []
     for value in config.get("ignore_colors") or []:
         problem = _colour_problem(value, "ignore_colors", where, root)
@@ -208,8 +256,7 @@ def read_options(
         ignore_colors.append(tuple(int(v) for v in value))
     if bad_modes:
         return None
-    mode = mask_mode if mask_mode != "auto" else config.get("mask_mode", "auto")
-    return Options(mode, names, colors, ignore_value, ignore_colors)
+    return Options(mode, names, colors, ignore_value, ignore_colors, values, source)
 
 
 def _scan(folder: Path, root: Path, instance_keys: set[str] = frozenset()) -> Generator[Problem, None, dict[str, Path]]:
@@ -223,29 +270,17 @@ def _scan(folder: Path, root: Path, instance_keys: set[str] = frozenset()) -> Ge
     return scan.files
 
 
-def _unpaired(lone: list[str], found: dict[str, Path], other_dir: Path, root: Path, roles: tuple[str, str]) -> Generator[Problem, None, None]:
-    """One error per file in ``found`` under a ``lone`` key; ``roles`` = (its kind, the missing kind)."""
-    if not lone:
-        return
-    kind, missing = roles
-    summary = (f"{len(lone)} {kind}s have no {missing}, e.g. {relative(found[lone[0]], root)}; "
-               f"expected {relative(other_dir / lone[0], root)}.png (any image extension)")  # fmt: skip
-    for key in lone:
-        add = f"add {relative(other_dir / key, root)}.png (any image extension) or remove the {kind}"
-        yield error(found[key], root, f"has no {missing}; {add}", summary)
-
-
-def find_files(root: Path, config: dict, require_masks: bool = True) -> Generator[Problem, None, tuple[dict, dict] | None]:
-    """Find the image and mask files of a data set and pair them by key, then by key up to role words.
+def find_files(root: Path, config: dict, require_masks: bool = True) -> Generator[Problem, None, tuple[dict, dict, Path, Path] | None]:
+    """Find the image and mask files of a data set (:func:`unetkit.data.pairing.pair_files` pairs them).
 
     Args:
         root: The folder the yaml's ``images:`` and ``masks:`` are relative to.
         config: The yaml's mapping.
-        require_masks: If False, a missing masks folder and images without a mask are no problem.
+        require_masks: If False, a missing masks folder is no problem.
 
     Returns:
-        ``(images, masks)``: key -> file, masks re-keyed to their image's key; None when a folder is
-        missing or holds no image.
+        ``(images, masks, images folder, masks folder)``: key -> file for each folder; None when a folder
+        is missing or holds no image.
     """
     images_dir = root / str(config.get("images", "images"))  # absolute paths replace root
     masks_dir = root / str(config.get("masks", "masks"))
@@ -262,11 +297,7 @@ def find_files(root: Path, config: dict, require_masks: bool = True) -> Generato
     masks = (yield from _scan(masks_dir, root, set(images))) if masks_dir.is_dir() else {}
     if not images or (require_masks and not masks_dir.is_dir()):
         return None
-    masks = match_loosely(images, masks)
-    yield from _unpaired(sorted(set(masks) - set(images), key=natural_key), masks, images_dir, root, ("mask", "image"))
-    if require_masks:
-        yield from _unpaired(sorted(set(images) - set(masks), key=natural_key), images, masks_dir, root, ("image", "mask"))
-    return images, masks
+    return images, masks, images_dir, masks_dir
 
 
 def same_name(first: Path, second: Path, root: Path) -> str:

@@ -4,11 +4,13 @@ A data set is a folder with ``images/`` and ``masks/``, optionally described by 
 
     images: images            # folder, relative to the yaml or absolute (default images)
     masks: masks              # default masks
-    classes: [background, cell]   # names, or a mapping name -> [r, g, b] for colour masks
+    mask_names: "labels{number}"  # how mask names follow image names (unetkit.data.pairing)
+    classes: [background, cell]   # names; a mapping name -> [r, g, b] for colour masks; or
+                                  # a mapping name -> value or [values] for index masks
     mask_mode: auto           # auto | index | binary | color | instances
     ignore_value: 11          # raw index value to ignore
     ignore_colors: [[0, 0, 0]]    # raw colours to ignore
-    splits:                   # named subsets: lists of fnmatch patterns on pair keys
+    splits:                   # named subsets: lists of fnmatch patterns on pair keys (unetkit.data.splits)
       train: ["[0-9]", "1[0-9]"]
       val: ["2[0-4]"]
 
@@ -20,7 +22,6 @@ Decoded masks are ``(H, W)`` int64 class indices ``0..K-1`` with :data:`IGNORE` 
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -32,7 +33,6 @@ from scipy import ndimage
 from unetkit.data.checks import (
     Options,
     Problem,
-    error,
     find_files,
     read_config,
     read_options,
@@ -40,9 +40,19 @@ from unetkit.data.checks import (
     run_checks,
     same_name,
 )
-from unetkit.data.encoding import auto_mask_mode, class_table
+from unetkit.data.decoding import (
+    decode_binary,
+    decode_colors,
+    decode_values,
+    integer_labels,
+    label_image,
+    short_values,
+)
+from unetkit.data.encoding import class_table, mask_decision
 from unetkit.data.folders import instance_files, natural_key, relative
 from unetkit.data.io import read_image, read_mask_raw, read_palette
+from unetkit.data.pairing import pair_files
+from unetkit.data.splits import read_splits, resolve_splits, select_split
 from unetkit.errors import UnetkitError
 
 IGNORE = -1  # value of ignored pixels in decoded masks
@@ -75,7 +85,9 @@ class DataSpec:
         mask_mode: ``"index"``, ``"binary"``, ``"color"`` or ``"instances"``.
         ignore_value: Raw index value decoded as :data:`IGNORE`, or None.
         ignore_colors: Raw colours decoded as :data:`IGNORE` (colour masks).
-        splits: Names of the splits the yaml defines (``("train", "val")``), empty if none.
+        splits: Names of the splits the yaml defines (``("train", "val")``), with ``"train"`` when it is
+            implied (every pair not in ``val`` or ``test``); empty if none.
+        values: Raw mask value -> class index for index masks whose values are not ``0..K-1``, or None.
     """
 
     root: Path
@@ -86,6 +98,7 @@ class DataSpec:
     ignore_value: int | None
     ignore_colors: list[tuple[int, int, int]]
     splits: tuple[str, ...] = ()
+    values: dict[int, int] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -107,6 +120,9 @@ class Validation:
         images: With ``read_files``, per readable image ``{"key", "file", "dtype", "bits", "channels",
             "height", "width"}``.
         mask_mode: The resolved mask mode; None when the checks stopped before it.
+        mask_reason: Why: how ``auto`` read the masks (``"0/255"``), or who set the mode.
+        splits: Split name -> its pairs (``train`` included when implied).
+        implied_train: Whether ``train`` is every pair not in ``val`` or ``test`` (the yaml has no ``train``).
         spec: The resolved data set; None when an error stopped the checks.
     """
 
@@ -117,42 +133,32 @@ class Validation:
     unpaired_masks: list[Path] = field(default_factory=list)
     images: list[dict] = field(default_factory=list)
     mask_mode: str | None = None
+    mask_reason: str = ""
+    splits: dict[str, list[Pair]] = field(default_factory=dict)
+    implied_train: bool = False
     spec: DataSpec | None = None
 
 
-def _select_split(pairs: list[Pair], splits: object, split: str, where: Path, root: Path) -> Generator[Problem, None, list[Pair] | None]:
-    """The pairs whose key matches a pattern of ``splits[split]``; None when there are none."""
-    if not isinstance(splits, dict) or split not in splits:
-        defined = ", ".join(map(str, splits)) if isinstance(splits, dict) and splits else "none"
-        yield error(where, root, f"split '{split}' is not defined (defined: {defined}); add it to 'splits:'")
-        return None
-    patterns = splits[split]
-    patterns = [patterns] if isinstance(patterns, str) else [str(p) for p in patterns or []]
-    chosen = [p for p in pairs if any(fnmatch.fnmatchcase(p.key, pat) for pat in patterns)]
-    if not chosen:
-        yield error(where, root, f"split '{split}' patterns {patterns} match no pair key (e.g. '{pairs[0].key}'); fix them")
-        return None
-    return chosen
-
-
-def _resolve_spec(found: Validation, options: Options, config: dict, split: str | None) -> Generator[Problem, None, DataSpec | None]:
+def _resolve_spec(found: Validation, options: Options, splits: dict, split: str | None) -> Generator[Problem, None, DataSpec | None]:
     """The mask mode and class table of ``found.pairs``, and the pairs of ``split``."""
     masks = [pair.mask for pair in found.pairs if pair.mask is not None]
-    mode = options.mask_mode
-    if mode == "auto":
-        mode = auto_mask_mode(masks, options.classes, options.colors, options.ignore_value)
-    found.mask_mode = mode
-    table = yield from class_table(mode, masks, options, found.where, found.root)
+    if options.mask_mode == "auto":
+        decision = mask_decision(masks, options)
+        found.mask_mode, found.mask_reason = decision.mode, decision.reason
+    else:
+        found.mask_mode, found.mask_reason = options.mask_mode, f"set by {options.source}"
+    table = yield from class_table(found.mask_mode, masks, options, found.where, found.root)
+    found.splits, found.implied_train = yield from resolve_splits(found.pairs, splits, found.where, found.root)
     if table is None:
         return None
     pairs = found.pairs
     if split is not None:
-        pairs = yield from _select_split(pairs, config.get("splits"), split, found.where, found.root)
+        pairs = yield from select_split(found.splits, split, splits, found.pairs, found.where, found.root)
         if pairs is None:
             return None
     names, colors = table
-    defined = tuple(map(str, config["splits"])) if isinstance(config.get("splits"), dict) else ()
-    return DataSpec(found.root, pairs, list(names), colors, mode, options.ignore_value, options.ignore_colors, defined)
+    return DataSpec(found.root, pairs, list(names), colors, found.mask_mode, options.ignore_value, options.ignore_colors,
+                    tuple(found.splits), options.values)  # fmt: skip
 
 
 def validate(
@@ -191,10 +197,14 @@ def validate(
     options = yield from read_options(config, found.where, found.root, mask_mode=mask_mode, classes=classes, ignore_value=ignore_value)
     if options is None:
         return found
+    splits = yield from read_splits(config.get("splits"), found.where, found.root)
     files = yield from find_files(found.root, config, require_masks)
     if files is None:
         return found
-    images, masks = files
+    images = files[0]
+    masks = yield from pair_files(files, config, found.where, found.root, require_masks)
+    if masks is None:
+        return found
     found.unpaired_images = [images[key] for key in sorted(set(images) - set(masks), key=natural_key)]
     found.unpaired_masks = [masks[key] for key in sorted(set(masks) - set(images), key=natural_key)]
     keys = [key for key in sorted(images, key=natural_key) if key in masks or not require_masks]
@@ -203,7 +213,7 @@ def validate(
         if not keys:
             return found
     found.pairs = [Pair(key, images[key], masks.get(key)) for key in keys]
-    found.spec = yield from _resolve_spec(found, options, config, split)
+    found.spec = yield from _resolve_spec(found, options, splits, split)
     return found
 
 
@@ -221,25 +231,22 @@ def load_spec(
     ``path`` is a folder with ``images/`` and ``masks/``, a folder holding a ``dataset.yaml``, or
     the ``dataset.yaml`` itself. Keyword arguments other than ``split`` override the yaml.
     Images and masks pair by relative path without extension; names left unpaired are then paired
-    when equal up to the words image(s), img, mask(s), label(s), gt (``img2d.tif`` <-> ``mask2d.tif``).
-    Hidden and non-image files are skipped. A mask may be a folder of per-instance binary masks
-    (``masks/<key>/*.png``). This is :func:`validate` stopped at its first error.
+    when equal up to the words image(s), img, mask(s), label(s), gt (``img2d.tif`` <-> ``mask2d.tif``),
+    or by their number (``07.tif`` <-> ``labels00000007.png``), or by the yaml's ``image_names`` and
+    ``mask_names`` (:mod:`unetkit.data.pairing`). Hidden and non-image files are skipped. A mask may be
+    a folder of per-instance binary masks (``masks/<key>/*.png``). This is :func:`validate` stopped at
+    its first error.
 
-    ``mask_mode="auto"`` is resolved from the first 3 masks, first rule that applies:
-
-    1. a folder of per-instance masks -> ``instances``;
-    2. an RGB mask -> ``color`` if the yaml gives colours, else an error listing the colours found;
-    3. a palette PNG -> ``color`` if the yaml gives colours and some used palette colour is one of
-       them, else ``index`` of the palette indices;
-    4. a 16/32-bit integer mask with more than 255 distinct values, more distinct values than
-       ``classes``, or (no classes given) more than 32 distinct values -> ``instances`` (label image);
-    5. values (ignore_value excluded) within {0, 255} or {0, 1}, and not more than 2 classes given
-       -> ``binary``;
-    6. otherwise ``index``.
+    ``mask_mode="auto"`` is resolved from the first 3 masks by the rules of
+    :func:`unetkit.data.encoding.mask_decision`: per-instance folders and label images (one id per
+    object) are ``instances``, RGB masks ``color``, 0/255, 0/1 or 0/65535 masks (anti-aliased edges
+    too) ``binary``, a ``classes`` map of mask values and anything else ``index``.
 
     Defaults: ``binary`` and ``instances`` have classes ``["background", "foreground"]`` coloured
     black and white; ``index`` without ``classes`` infers ``max value + 1`` classes from all masks
-    (``class_0``, ``class_1``, ...) and takes colours from the mask palette or a fixed distinct list.
+    (``class_0``, ``class_1``, ...; an error when most would have no pixels) and takes colours from
+    the mask palette or a fixed distinct list. With only ``val`` or ``test`` splits in the yaml, the
+    ``train`` split is every other pair (:mod:`unetkit.data.splits`).
 
     Args:
         path: Data set folder or ``dataset.yaml``.
@@ -254,8 +261,9 @@ def load_spec(
         The resolved :class:`DataSpec`.
 
     Raises:
-        UnetkitError: Missing folders or files, unpaired images or masks, duplicate names, a bad
-            yaml key or value, or an undefined or empty split.
+        UnetkitError: Missing folders or files, unpaired or ambiguously paired images or masks,
+            duplicate names, a bad yaml key or value (malformed ``splits`` included), or an undefined
+            or empty split.
 
     Example:
         >>> spec = load_spec("../shared/data/isbi2012")  # doctest: +SKIP
@@ -264,47 +272,6 @@ def load_spec(
     """
     checks = validate(path, split=split, mask_mode=mask_mode, classes=classes, ignore_value=ignore_value, require_masks=require_masks)
     return run_checks(checks).spec  # run_checks raised if the checks stopped before a spec
-
-
-def _short(values: set[int], limit: int = 8) -> str:
-    ordered = sorted(values)
-    return "{" + ", ".join(map(str, ordered[:limit])) + (", ..." if len(ordered) > limit else "") + "}"
-
-
-def _integer_labels(raw: np.ndarray, name: str) -> np.ndarray:
-    """``raw`` as int64, refusing colour masks and non-integer floats."""
-    if raw.ndim != 2:
-        raise UnetkitError(f"{name} is a colour mask; set mask_mode: color and classes: {{name: [r, g, b]}}")
-    if np.issubdtype(raw.dtype, np.floating) and not np.array_equal(raw, np.round(raw)):
-        raise UnetkitError(f"{name} has non-integer values; save masks as integer PNG or TIFF")
-    return raw.astype(np.int64)
-
-
-def _decode_color(raw: np.ndarray, palette: np.ndarray | None, spec: DataSpec, name: str) -> np.ndarray:
-    if palette is not None and raw.ndim == 2:
-        if raw.size and raw.max() >= len(palette):
-            raise UnetkitError(f"{name} uses palette index {raw.max()} beyond its palette; re-export it")
-        raw = palette[raw]  # (H, W) indices -> (H, W, 3) colours
-    elif raw.ndim == 2:
-        raw = np.repeat(raw[:, :, None], 3, axis=2)  # gray colours were collapsed to (H, W)
-    rgb = raw.astype(np.int64)
-    codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]  # (H, W) 24-bit colour codes
-    table = {(r << 16) | (g << 8) | b: i for i, (r, g, b) in enumerate(spec.colors)}
-    table.update({(r << 16) | (g << 8) | b: IGNORE for r, g, b in spec.ignore_colors})
-    keys = np.array(sorted(table), dtype=np.int64)
-    values = np.array([table[k] for k in keys], dtype=np.int64)
-    position = np.clip(np.searchsorted(keys, codes), 0, len(keys) - 1)
-    known = keys[position] == codes
-    if not known.all():
-        unknown, counts = np.unique(codes[~known], return_counts=True)
-        top = np.argsort(-counts, kind="stable")[:5]
-        found = zip(unknown[top].tolist(), counts[top].tolist())
-        listed = ", ".join(f"({u >> 16}, {u >> 8 & 255}, {u & 255}): {n} px" for u, n in found)
-        raise UnetkitError(
-            f"{name} has {len(unknown)} colour(s) not in the class table, e.g. {listed}; "
-            "add them to 'classes' or 'ignore_colors' in dataset.yaml"
-        )
-    return values[position]
 
 
 def decode_mask(pair: Pair, spec: DataSpec) -> np.ndarray:
@@ -333,24 +300,20 @@ def decode_mask(pair: Pair, spec: DataSpec) -> np.ndarray:
         return (read_instances(pair, spec) > 0).astype(np.int64)
     raw = read_mask_raw(pair.mask)
     if mode == "color":
-        return _decode_color(raw, read_palette(pair.mask), spec, name)
-    labels = _integer_labels(raw, name)
+        return decode_colors(raw, read_palette(pair.mask), spec.colors, spec.ignore_colors, name, IGNORE)
+    labels = integer_labels(raw, name)
     if mode == "instances":
-        return (labels > 0).astype(np.int64)
+        return (label_image(labels, name) > 0).astype(np.int64)
     ignored = labels == spec.ignore_value if spec.ignore_value is not None else np.zeros(labels.shape, bool)
-    values = set(np.unique(labels[~ignored]).tolist())
     if mode == "binary":
-        if not (values <= {0, 1} or values <= {0, 255}):
-            raise UnetkitError(
-                f"{name} has values {_short(values)}; expected a binary 0/255 or 0/1 mask; "
-                "set mask_mode: index (and classes) in dataset.yaml"
-            )
-        decoded = (labels > 0).astype(np.int64)
+        decoded = decode_binary(labels, ignored, name)
+    elif spec.values is not None:
+        decoded = decode_values(labels, ignored, spec.values, name)
     else:
-        bad = {v for v in values if v < 0 or v >= spec.num_classes}
+        bad = {v for v in np.unique(labels[~ignored]).tolist() if v < 0 or v >= spec.num_classes}
         if bad:
             raise UnetkitError(
-                f"{name} has values {_short(bad)} outside class indices 0..{spec.num_classes - 1}; "
+                f"{name} has values {short_values(bad)} outside class indices 0..{spec.num_classes - 1}; "
                 "list more classes or set ignore_value in dataset.yaml"
             )
         decoded = labels
@@ -391,7 +354,8 @@ def read_instances(pair: Pair, spec: DataSpec) -> np.ndarray:
             labels[raw.max(axis=2) > 0 if raw.ndim == 3 else raw > 0] = number
         return labels
     if spec.mask_mode == "instances":
-        raw = _integer_labels(read_mask_raw(pair.mask), relative(pair.mask, spec.root))
+        name = relative(pair.mask, spec.root)
+        raw = label_image(integer_labels(read_mask_raw(pair.mask), name), name)
         foreground = raw > 0
         _, inverse = np.unique(raw[foreground], return_inverse=True)
         labels = np.zeros(raw.shape, np.int32)

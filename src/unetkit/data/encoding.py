@@ -7,6 +7,7 @@ check yields :class:`unetkit.data.checks.Problem` records like the other checks.
 from __future__ import annotations
 
 from collections.abc import Generator, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import numpy as np
 from unetkit.data.checks import Options, Problem, error, warning
 from unetkit.data.folders import relative
 from unetkit.data.io import read_mask_raw, read_palette
+from unetkit.data.labels import MIN_OBJECTS, Binary, read_binary, read_labels
 
 AUTO_SAMPLE = 3  # masks inspected to resolve mask_mode "auto"
 _MANY_IDS = 32  # distinct values above which a 16/32-bit label image counts as instances
@@ -27,50 +29,103 @@ _PALETTE = [  # tab20-like distinct colours for overlays of index masks without 
 ]  # fmt: skip
 
 
-def auto_mask_mode(masks: list[Path], classes: list[str] | None, colors: list | None, ignore_value: int | None) -> str:
+@dataclass(frozen=True)
+class MaskDecision:
+    """How ``mask_mode: auto`` reads the masks, and why (a phrase for ``unetkit check``)."""
+
+    mode: str
+    reason: str
+
+
+def _integer(raw: np.ndarray) -> np.ndarray | None:
+    """A 2-D mask as int64, or None when it holds colours or non-integer values."""
+    if raw.ndim != 2 or (np.issubdtype(raw.dtype, np.floating) and not np.array_equal(raw, np.round(raw))):
+        return None
+    return raw.astype(np.int64)
+
+
+def _binary_reason(found: list[Binary]) -> str:
+    """The reason of a binary decision: ``"0/255"``, or with the share of anti-aliased edge pixels."""
+    high = max(b.high for b in found)
+    between, total = sum(b.between for b in found), sum(b.total for b in found)
+    if not between:
+        return f"0/{high}"
+    return f"0/{high}, anti-aliased edges: {between / max(total, 1):.1%} of pixels in between, thresholded at {(high + 1) // 2}"
+
+
+def _palette_decision(raw: np.ndarray, palette: np.ndarray, colors: list | None) -> MaskDecision:
+    indices = np.unique(raw)
+    used = {tuple(c) for c in palette[indices[indices < len(palette)]].tolist()}
+    if colors and used & set(colors):
+        return MaskDecision("color", "palette PNGs whose colours the classes name")
+    return MaskDecision("index", "palette PNGs, by palette index")
+
+
+def mask_decision(masks: list[Path], options: Options) -> MaskDecision:
     """Resolve ``mask_mode: auto`` from the first :data:`AUTO_SAMPLE` masks, first rule that applies.
 
     1. a folder of per-instance masks -> ``instances``;
-    2. an RGB mask -> ``color`` (an error later when ``colors`` is None);
-    3. a palette PNG -> ``color`` if some used palette colour is one of ``colors``, else ``index``;
-    4. a 16/32-bit integer mask with more than 255 distinct values, more distinct values than
-       ``classes``, or (no classes given) more than 32 distinct values -> ``instances`` (label image);
-    5. values (``ignore_value`` excluded) within {0, 255} or {0, 1}, and not more than 2 classes given
-       -> ``binary``;
-    6. otherwise ``index``.
+    2. an RGB mask -> ``color`` (an error later when the classes give no colours);
+    3. a palette PNG -> ``color`` if some used palette colour is a class colour, else ``index``;
+    4. ``classes`` maps mask values to classes -> ``index``;
+    5. every mask binary: 0 and one of 1, 255, 65535, maybe with anti-aliased edges (at least two distinct
+       values in between, see :mod:`unetkit.data.labels`), and not more than 2 classes given -> ``binary``;
+    6. instance label images, unless more than 2 classes are given -> ``instances``: a 16/32-bit mask with
+       more than 255 distinct values, more than the classes given, or (no classes given) more than 32; or
+       every mask with background 0 and most of its ids one connected region, at least 3 ids in some mask;
+    7. otherwise ``index``.
 
     Without masks: ``index`` for more than 2 classes, else ``binary``.
 
     Args:
         masks: Mask files (or per-instance folders) of the labelled pairs, in order.
-        classes: Class names given, or None.
-        colors: Class colours given, or None.
-        ignore_value: Raw index value to ignore, or None.
+        options: The data set's options (classes, colours, value map, ignore value).
     """
+    classes, many_classes = options.classes, bool(options.classes and len(options.classes) > 2)
+    if options.values is not None:
+        return MaskDecision("index", "classes map mask values")
     if not masks:
-        return "index" if classes and len(classes) > 2 else "binary"
-    values: set[int] = set()
+        return MaskDecision("index" if many_classes else "binary", "no masks to look at")
+    binaries: list[Binary] = []
+    objects, bits, label_like = 0, 8, True
     for mask in masks[:AUTO_SAMPLE]:
         if mask.is_dir():
-            return "instances"
+            return MaskDecision("instances", "a folder of per-object masks per image")
         raw = read_mask_raw(mask)
         if raw.ndim == 3:
-            return "color"
+            return MaskDecision("color", "RGB masks")
         palette = read_palette(mask)
         if palette is not None:
-            indices = np.unique(raw)
-            used = {tuple(c) for c in palette[indices[indices < len(palette)]].tolist()}
-            return "color" if colors and used & set(colors) else "index"
-        unique = np.unique(raw)
-        distinct = len(unique)
-        if raw.dtype.itemsize > 1 and np.issubdtype(raw.dtype, np.integer) and (
-            distinct > 255 or (classes and distinct > len(classes)) or (not classes and distinct > _MANY_IDS)
-        ):  # fmt: skip
-            return "instances"
-        values.update(unique.tolist())
-    values.discard(ignore_value)
-    binary = values <= {0, 255} or values <= {0, 1}
-    return "binary" if binary and not (classes and len(classes) > 2) else "index"
+            return _palette_decision(raw, palette, options.colors)
+        labels = _integer(raw)
+        if labels is None:
+            return MaskDecision("index", "non-integer masks")
+        counted = labels != options.ignore_value if options.ignore_value is not None else None
+        values = np.unique(labels if counted is None else labels[counted])
+        bits = max(bits, raw.dtype.itemsize * 8)
+        binary = read_binary(labels, counted)
+        binaries += [binary] if binary is not None else []
+        limit = len(classes) if classes else _MANY_IDS
+        if many_classes:
+            continue  # named classes: neither binary nor instances, no need to look for objects
+        if binary is None and raw.dtype.itemsize > 1 and (len(values) > 255 or len(values) > limit):
+            objects = max(objects, len(values) - 1)  # many ids in a 16/32-bit mask: a label image
+            continue
+        found = read_labels(labels, counted)
+        objects = max(objects, found.objects)
+        label_like &= found.label_like or not values.any()  # an empty mask is no evidence either way
+    between = set().union(*(b.values_between for b in binaries))
+    # one value in between is more likely a class (e.g. a boundary at 128) than anti-aliasing, which spreads over several
+    if len(binaries) == min(len(masks), AUTO_SAMPLE) and not many_classes and len(between) != 1:
+        return MaskDecision("binary", _binary_reason(binaries))
+    if label_like and objects >= MIN_OBJECTS and not many_classes:
+        return MaskDecision("instances", f"instance labels: up to {objects} objects per mask, {bits}-bit")
+    return MaskDecision("index", "class indices")
+
+
+def auto_mask_mode(masks: list[Path], classes: list[str] | None, colors: list | None, ignore_value: int | None) -> str:
+    """The mode of :func:`mask_decision` for masks given without :class:`Options` (no value map)."""
+    return mask_decision(masks, Options("auto", classes, colors, ignore_value, [])).mode
 
 
 def mask_values(raw: np.ndarray, palette: np.ndarray | None, mode: str) -> set:
@@ -115,10 +170,41 @@ def _unnamed_colours(masks: list[Path], root: Path) -> Problem:
     )  # fmt: skip
 
 
-def _largest_value(files: list[Path], ignore_value: int | None) -> int:
-    """The largest raw value over the index masks among ``files`` (``ignore_value`` excluded)."""
-    raws = (read_mask_raw(file) for file in files)
-    return max((int(r[r != ignore_value].max(initial=0)) for r in raws if r.ndim == 2), default=0)
+def _index_values(files: list[Path], ignore_value: int | None) -> tuple[set[int], Path | None]:
+    """The distinct raw values over the index masks among ``files`` (``ignore_value`` excluded), and a file
+    holding the largest."""
+    values: set[int] = set()
+    largest, where = -1, None
+    for file in files:
+        raw = read_mask_raw(file)
+        if raw.ndim != 2:
+            continue  # colour masks are refused by decode_mask
+        found = np.unique(raw[raw != ignore_value] if ignore_value is not None else raw).tolist()
+        values.update(found)
+        if found and found[-1] > largest:
+            largest, where = found[-1], file
+    return values, where
+
+
+def _inferred_names(files: list[Path], ignore_value: int | None, where: Path, root: Path) -> Generator[Problem, None, list[str] | None]:
+    """``class_0..class_N`` for the largest value N, unless most of those classes would have no pixels."""
+    values, largest_file = _index_values(files, ignore_value)
+    count = int(max(values, default=0)) + 1
+    if count > _MANY_IDS and 2 * len(values) < count:
+        shown = ", ".join(map(str, sorted(values)[:8])) + (", ..." if len(values) > 8 else "")
+        name = relative(largest_file, root)
+        below = max(values - {count - 1}, default=0)
+        void = f"set ignore_value: {count - 1} if it means void, " if below < _MANY_IDS else "set ignore_value for a void value, "
+        message = (f"has value {count - 1}, so as class indices the masks would make {count} classes, but they hold only "
+                   f"{len(values)} distinct values ({shown}); {void}map values to classes in dataset.yaml "
+                   "(e.g. 'classes: {background: 0, foreground: 255}'), or set mask_mode binary or instances")  # fmt: skip
+        if largest_file.suffix.lower() in (".jpg", ".jpeg"):
+            message += "; JPEG compression gives masks values they never had: save masks as PNG"
+        yield error(largest_file, root, message, f"{name} {message}")
+        return None
+    yield warning(where, root, f"classes inferred as class_0..class_{count - 1} from the largest mask value; name them in "
+                               "dataset.yaml ('classes: [...]') and set 'ignore_value' if a value means void or unlabelled")  # fmt: skip
+    return [f"class_{i}" for i in range(count)]
 
 
 def class_table(
@@ -127,9 +213,10 @@ def class_table(
     """The class names and colours for masks decoded in ``mode``.
 
     ``binary`` and ``instances`` have classes ``["background", "foreground"]`` coloured black and
-    white; ``color`` needs the colours of ``options``; ``index`` without classes infers ``max value + 1``
-    classes from all masks (``class_0``, ``class_1``, ... with a warning) and takes colours from the
-    first mask's palette or a fixed distinct list.
+    white; ``color`` needs the colours of ``options``; ``index`` takes the names of ``options`` (a list, or
+    a map of mask values), else infers ``max value + 1`` classes from all masks (``class_0``, ``class_1``,
+    ... with a warning; an error when most of them would have no pixels, as for 0/255 masks), and takes
+    colours from the first mask's palette or a fixed distinct list.
 
     Args:
         mode: The resolved mask mode (not ``auto``).
@@ -159,9 +246,9 @@ def class_table(
         return None
     files = [mask for mask in masks if mask.is_file()]
     if names is None:  # one pass over all masks; colour masks are refused later by decode_mask
-        names = [f"class_{i}" for i in range(_largest_value(files, options.ignore_value) + 1)]
-        yield warning(where, root, f"classes inferred as class_0..class_{len(names) - 1} from the largest mask value; name them in "
-                                   "dataset.yaml ('classes: [...]') and set 'ignore_value' if a value means void or unlabelled")  # fmt: skip
+        names = yield from _inferred_names(files, options.ignore_value, where, root)
+        if names is None:
+            return None
     palette = read_palette(files[0]) if files and not colors else None
     if not colors and palette is not None and len(palette) >= len(names):
         colors = [tuple(int(v) for v in c) for c in palette[: len(names)]]

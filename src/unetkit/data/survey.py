@@ -18,9 +18,12 @@ from unetkit.data.dataset import IGNORE, DataSpec, Pair, decode_mask, read_insta
 from unetkit.data.encoding import mask_values
 from unetkit.data.folders import relative
 from unetkit.data.io import read_mask_raw, read_palette
+from unetkit.data.labels import read_binary
 from unetkit.errors import UnetkitError
 
 _BACKGROUND_NAMES = ("background", "bg", "unlabeled", "unlabelled", "void")
+_PLAIN = {"binary": "0 and one foreground value", "index": "class indices", "color": "colours mapped to classes",
+          "instances": "one id per object"}  # fmt: skip
 
 
 @dataclass
@@ -34,6 +37,10 @@ class Description:
         instances: Objects per mask (``instances`` mode only).
         empty_masks: Masks with no pixel off the background (or every pixel ignored).
         decoded: ``(pair, decoded mask)`` of every mask that decodes, in order.
+        between_pixels: Binary masks: pixels strictly between 0 and the full scale (anti-aliased edges).
+        binary_pixels: Binary masks: pixels counted (ignored pixels excluded).
+        full_scales: Binary masks: their foreground values (1, 255, 65535).
+        label_bits: Instance label images: their bit depths.
     """
 
     class_pixels: np.ndarray
@@ -42,6 +49,10 @@ class Description:
     instances: list[int] = field(default_factory=list)
     empty_masks: list[Path] = field(default_factory=list)
     decoded: list[tuple[Pair, np.ndarray]] = field(default_factory=list)
+    between_pixels: int = 0
+    binary_pixels: int = 0
+    full_scales: set[int] = field(default_factory=set)
+    label_bits: set[int] = field(default_factory=set)
 
 
 def _decode(pair: Pair, spec: DataSpec, found: Description) -> np.ndarray:
@@ -49,10 +60,41 @@ def _decode(pair: Pair, spec: DataSpec, found: Description) -> np.ndarray:
     if spec.mask_mode == "instances":  # the decoded mask is the union of the objects
         labels = read_instances(pair, spec)
         found.instances.append(int(labels.max()))
+        if pair.mask.is_file():
+            found.label_bits.add(read_mask_raw(pair.mask).dtype.itemsize * 8)
         return (labels > 0).astype(np.int64)
     mask = decode_mask(pair, spec)
-    found.values |= mask_values(read_mask_raw(pair.mask), read_palette(pair.mask), spec.mask_mode)
+    raw = read_mask_raw(pair.mask)
+    found.values |= mask_values(raw, read_palette(pair.mask), spec.mask_mode)
+    if spec.mask_mode == "binary":  # decode_mask refused masks that are not binary
+        binary = read_binary(raw.astype(np.int64), mask != IGNORE)
+        found.between_pixels, found.binary_pixels = found.between_pixels + binary.between, found.binary_pixels + binary.total
+        found.full_scales.add(binary.high)
     return mask
+
+
+def mask_summary(spec: DataSpec, found: Description, reason: str) -> str:
+    """What the masks were read as, and why, in one phrase for ``unetkit check``.
+
+    Example: ``"binary (0/255, anti-aliased edges: 0.8% of pixels in between, thresholded at 128)"``.
+    """
+    mode = spec.mask_mode
+    if mode == "binary" and found.binary_pixels:
+        high = max(found.full_scales)
+        what = f"0/{high}"
+        if found.between_pixels:
+            share = found.between_pixels / found.binary_pixels
+            what += f", anti-aliased edges: {share:.1%} of pixels in between, thresholded at {(high + 1) // 2}"
+    elif mode == "instances" and found.label_bits:
+        what = f"up to {max(found.instances, default=0)} objects per mask, {max(found.label_bits)}-bit"
+        mode = "instance labels"
+    elif mode == "index" and spec.values is not None:
+        what = f"{len(spec.values)} mask values mapped to {spec.num_classes} classes"
+    else:
+        what = _PLAIN[mode] if reason.startswith("set by") else reason
+    if reason.startswith("set by"):
+        what += f"; {reason}"
+    return f"{mode} ({what})"
 
 
 def describe(spec: DataSpec, where: Path, progress: bool = False) -> Generator[Problem, None, Description]:
