@@ -123,11 +123,6 @@ def mask_decision(masks: list[Path], options: Options) -> MaskDecision:
     return MaskDecision("index", "class indices")
 
 
-def auto_mask_mode(masks: list[Path], classes: list[str] | None, colors: list | None, ignore_value: int | None) -> str:
-    """The mode of :func:`mask_decision` for masks given without :class:`Options` (no value map)."""
-    return mask_decision(masks, Options("auto", classes, colors, ignore_value, [])).mode
-
-
 def mask_values(raw: np.ndarray, palette: np.ndarray | None, mode: str) -> set:
     """Distinct raw values of a mask: integers, or ``(r, g, b)`` tuples for colour masks."""
     if mode == "color" or raw.ndim == 3:
