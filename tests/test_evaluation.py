@@ -275,17 +275,21 @@ def test_a_failure_halfway_leaves_no_report_and_no_json(hand_made, tmp_path):
         unetkit.evaluate(pred=preds, truth=data, report_dir=report, progress=False)
     assert [p.name for p in report.iterdir()] == ["notes.txt"]
     write_png(preds / "shifted.png", square((8, 10), (2, 5), (3, 6)))
-    unetkit.evaluate(pred=preds, truth=data, report_dir=report, progress=False)  # into the existing folder, beside its files
+    with pytest.raises(UnetkitError, match="already holds notes.txt; pass --overwrite"):
+        unetkit.evaluate(pred=preds, truth=data, report_dir=report, progress=False)
+    unetkit.evaluate(pred=preds, truth=data, report_dir=report, overwrite=True, progress=False)  # into the existing folder, beside its files
     assert (report / "notes.txt").read_text() == "mine" and (report / "index.html").is_file() and (report / "images" / "exact_truth.png").is_file()
 
 
 def test_outputs_never_replace_inputs(hand_made, tmp_path):
     data, preds = hand_made
     before = {p: p.read_bytes() for p in [*preds.iterdir(), *(data / "masks").iterdir()]}
-    with pytest.raises(UnetkitError, match="--json-path .*exact.png is one of the inputs"):
+    with pytest.raises(UnetkitError, match="--json-path: .*exact.png would overwrite the input"):
         unetkit.evaluate(pred=preds, truth=data, json_path=preds / "exact.png", progress=False)
     for folder in (preds, data, data / "images" / "report"):
-        with pytest.raises(UnetkitError, match="--report-dir .* lies in the input folder"):
+        with pytest.raises(UnetkitError, match="--report-dir: .* lies in the input folder"):
             unetkit.evaluate(pred=preds, truth=data, report_dir=folder, progress=False)
     assert {p: p.read_bytes() for p in before} == before and not (data / "images" / "report").exists()
-    assert unetkit.evaluate(pred=preds, truth=data, json_path=preds / "metrics.json", progress=False)["dice"]  # a new file beside them is fine
+    with pytest.raises(UnetkitError, match="--json-path: .*metrics.json would be written beside the input"):
+        unetkit.evaluate(pred=preds, truth=data, json_path=preds / "metrics.json", progress=False)
+    assert unetkit.evaluate(pred=preds, truth=data, json_path=preds / "metrics.json", overwrite=True, progress=False)["dice"]  # when asked

@@ -80,6 +80,7 @@ class EvaluateOptions(InferenceOptions, InstanceOptions):
                                     "pixel is always included)", metavar=",".join(METRIC_GROUPS))
     tolerance: float = opt(2.0, "boundary F1 tolerance in pixels", low=0)
     progress: bool = opt(True, _PROGRESS)
+    overwrite: bool = opt(False, "replace an existing --json-path file or --report-dir contents (never an input)")
 
 
 @dataclass(kw_only=True)

@@ -33,6 +33,7 @@ from unetkit.metrics import confusion_matrix, scores
 from unetkit.metrics.boundary import boundary_counts, boundary_f1, hd95
 from unetkit.metrics.instances import AP_THRESHOLDS, aggregated_jaccard, average_precision, split_merge_counts
 from unetkit.metrics.isbi import THRESHOLDS, components, isbi_counts, isbi_errors
+from unetkit.outputs import refuse_unsafe_folder, refuse_unsafe_outputs
 from unetkit.report import ReportWriter
 
 #: Images drawn in a report; the per-image table lists them all.
@@ -406,15 +407,12 @@ def run_evaluation(samples: Iterable[Sample], classes: list[str], colors: list, 
     return result
 
 
-def _refuse_overwriting_inputs(json_path, report, folders: list[Path], files: Iterable[Path]) -> None:
-    """Refuse a ``--json-path`` that is an input file, and a ``--report-dir`` that is, or lies inside, an input folder."""
-    if json_path is not None and Path(json_path).resolve() in {Path(f).resolve() for f in files}:
-        raise UnetkitError(f"--json-path {json_path} is one of the inputs; choose a new file name (e.g. metrics.json)")
-    if report is not None:
-        where = Path(report).resolve()
-        for folder in folders:
-            if where.is_relative_to(folder.resolve()):
-                raise UnetkitError(f"--report-dir {report} lies in the input folder {folder}; choose a folder outside the data and the predictions")
+def _refuse_unsafe_outputs(o: EvaluateOptions, folders: list[Path], files: Iterable[Path]) -> None:
+    """The scores file and the report folder may replace no input, nor (without ``--overwrite``) an earlier file."""
+    if o.json_path is not None:
+        refuse_unsafe_outputs([(Path(o.json_path), Path("the scores"))], files, "--json-path", o.overwrite)
+    if o.report_dir is not None:
+        refuse_unsafe_folder(o.report_dir, files, "--report-dir", o.overwrite, folders)
 
 
 def evaluate(**options) -> dict:
@@ -464,7 +462,7 @@ def evaluate(**options) -> dict:
         if run is None and isinstance(o.model, (str, Path)):
             run = Path(o.model).parent
         inputs = [Path(o.model)] if isinstance(o.model, (str, Path)) else []
-        _refuse_overwriting_inputs(o.json_path, report, [spec.root], [*inputs, *(p.image for p in spec.pairs), *(p.mask for p in spec.pairs)])
+        _refuse_unsafe_outputs(o, [spec.root], [*inputs, *(p.image for p in spec.pairs), *(p.mask for p in spec.pairs)])
         samples = model_samples(seg, spec, spec.pairs, groups, report is not None, o.progress, post)
     elif o.pred is not None and o.truth is not None and o.model is None and o.data is None:
         spec, truth_root = truth_spec(o.truth)
@@ -472,7 +470,7 @@ def evaluate(**options) -> dict:
         if o.instances and "instances" not in groups:
             groups = resolve_metrics([*groups, "instances"], spec.classes)
         predictions = find_predictions(Path(o.pred), [pair.key for pair in spec.pairs])
-        _refuse_overwriting_inputs(o.json_path, report, [Path(o.pred), truth_root],
+        _refuse_unsafe_outputs(o, [Path(o.pred), truth_root],
                                    [*predictions.values(), *(p.image for p in spec.pairs), *(p.mask for p in spec.pairs)])  # fmt: skip
         samples = file_samples(predictions, spec, groups, report is not None, post)
         classes, colors = spec.classes, spec.colors

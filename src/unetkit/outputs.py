@@ -61,10 +61,21 @@ def refuse_unsafe_outputs(planned: Iterable[tuple[Path, Path]], inputs: Iterable
                                f"that holds no inputs, or pass --overwrite to write there")
 
 
-def refuse_unsafe_folder(folder: str | os.PathLike, inputs: Iterable[str | os.PathLike], option: str, overwrite: bool = False) -> None:
+def refuse_inside(folder: str | os.PathLike, input_folders: Iterable[str | os.PathLike], option: str) -> None:
+    """Refuse an output ``folder`` that is, or lies inside, an input folder (a later search of it would find the outputs)."""
+    root = Path(folder).resolve()
+    for given in input_folders:
+        if root.is_relative_to(Path(given).resolve()):
+            raise UnetkitError(f"{option}: {folder} lies in the input folder {given}; outputs would mix with the inputs, choose a "
+                               f"{option} outside it")
+
+
+def refuse_unsafe_folder(folder: str | os.PathLike, inputs: Iterable[str | os.PathLike], option: str, overwrite: bool = False,
+                         input_folders: Iterable[str | os.PathLike] = ()) -> None:
     """Check a folder a command will fill with files whose names it does not plan one by one (a report).
 
-    The folder may not hold an input (overwrite or not) and, without ``overwrite``, must be empty or absent.
+    The folder may not hold an input or lie in an input folder (overwrite or not) and, without ``overwrite``, must be
+    empty or absent.
 
     Raises:
         UnetkitError: naming the folder, the input inside it or what it already holds, and the fix.
@@ -72,6 +83,7 @@ def refuse_unsafe_folder(folder: str | os.PathLike, inputs: Iterable[str | os.Pa
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise UnetkitError(f"{option}: {folder} is a file, not a folder; choose another {option}")
+    refuse_inside(folder, input_folders, option)
     root = folder.resolve()
     for where, path in _resolved(inputs).items():
         if where.is_relative_to(root):

@@ -123,7 +123,7 @@ def test_evaluate_refuses(setup, tmp_path, capsys, case):
     (["--truth", "{tmp}/empty"], "no mask files"),
     (["--truth", "{data}", "--metrics", "dice"], "unknown metric family 'dice'"),
     (["--truth", "{data}", "--model", "{data}/m.pt"], "evaluate needs either --model with --data, or --pred with --truth"),
-    (["--truth", "{data}", "--json-path", "{preds}/a.png"], "is one of the inputs"),
+    (["--truth", "{data}", "--json-path", "{preds}/a.png"], "would overwrite the input"),
     (["--truth", "{data}", "--report-dir", "{preds}/report"], "lies in the input folder"),
     (["--truth", "{data}", "--report-dir", "{data}"], "lies in the input folder"),
     (["--truth", "{data}/masks", "--report-dir", "{data}/images/report"], "lies in the input folder"),
@@ -199,7 +199,7 @@ def test_pixel_scores_are_the_same_whatever_the_metrics(setup, tmp_path):
     pixel = ("dice", "iou", "precision", "recall", "pixel_accuracy", "confusion_matrix")
     results = []
     for metrics in ("pixel", "pixel,boundary", "pixel,isbi", "pixel,instances", "pixel,boundary,isbi,instances"):
-        assert main(["evaluate", "--pred", str(preds), "--truth", str(data), "--metrics", metrics, "--json-path", str(tmp_path / "m.json")]) == 0
+        assert main(["evaluate", "--pred", str(preds), "--truth", str(data), "--metrics", metrics, "--json-path", str(tmp_path / "m.json"), "--overwrite"]) == 0
         results.append(json.loads((tmp_path / "m.json").read_text()))
     for r in results:
         assert {k: r[k] for k in pixel} == {k: results[0][k] for k in pixel}
