@@ -4,10 +4,12 @@ import csv
 import json
 
 import pytest
+import torch
 
 import unetkit
 from tests.conftest import TINY_MODEL
 from unetkit.cli import main
+from unetkit.commands import RUN_COLUMNS
 from unetkit.config import make_config
 from unetkit.engine.run_folder import RunFolder
 from unetkit.errors import UnetkitError
@@ -22,6 +24,8 @@ def make_run(folder, status="done", scores=(), **options):
             for e, (d, i) in enumerate(scores, start=1)]  # fmt: skip
     if rows:
         run.write_metrics(rows)
+    if status == "done":
+        run.save_best({"w": torch.zeros(1)}, {"epoch": len(rows)})
     run.write_status(status=status)
 
 
@@ -99,3 +103,50 @@ def test_a_real_run_is_listed(tiny_data, tmp_path):
     assert settings == ("exp", "done", str(tiny_data), 4, 3, 24, 2)
     assert (row["dice"], row["iou"]) == (float(best["val_dice"]), float(best["val_iou"]))
     assert row["minutes"] == round(float(metrics[-1]["time_s"]) / 60, 2)
+
+
+BROKEN = {
+    "status.json not JSON": (lambda run: run.status.write_text("{not json"), "unknown", "status.json unreadable"),
+    "status.json a list": (lambda run: run.status.write_text("[1, 2]"), "unknown", "status.json is not a mapping"),
+    "config.yaml not YAML": (lambda run: run.config.write_text("lr: [1, 2\n  : :"), "done", "config.yaml unreadable"),
+    "config.yaml not UTF-8": (lambda run: run.config.write_bytes(b"lr: \xff\xfe\n"), "done", "config.yaml unreadable"),
+    "config.yaml missing": (lambda run: run.config.unlink(), "done", "config.yaml missing"),
+    "metrics.csv binary": (lambda run: run.metrics.write_bytes(b"\x00\xff\x89PNG\x00"), "done", "metrics.csv"),
+    "metrics.csv text in number columns": (lambda run: run.metrics.write_text("epoch,step,time_s,val_dice,val_iou\nten,x,y,high,z\n"),
+                                           "done", None),
+    "config values of the wrong type": (lambda run: run.config.write_text("lr: fast\nbase_channels: [1]\ndata: {a: 1}\n"), "done", None),
+    "best.pt cut short": (lambda run: run.best.write_bytes(run.best.read_bytes()[:100]), "done", "best.pt is not a checkpoint"),
+    "best.pt missing": (lambda run: run.best.unlink(), "done", "best.pt missing"),
+    "last.pt not a checkpoint": (lambda run: run.last.write_text("hello"), "done", "last.pt is not a checkpoint"),
+}
+
+
+@pytest.mark.parametrize("kind", BROKEN)
+def test_a_broken_run_is_listed_with_its_problem_and_the_others_still_are(runs_dir, capsys, kind):
+    damage, status, problem = BROKEN[kind]
+    run = RunFolder(runs_dir / "a")
+    run.save_last({"w": torch.zeros(1)}, {"epoch": 3}, progress="{}")
+    damage(run)
+    rows = {r["run"]: r for r in unetkit.runs(runs_dir)}
+    assert set(rows) == {"a", "b", "sweep/c", "d"}
+    assert rows["a"]["status"] == status
+    if problem is None:  # readable files with odd values: the values are dropped, not formatted as numbers
+        assert rows["a"]["problem"] is None
+    else:
+        assert problem in rows["a"]["problem"]
+    assert rows["b"]["problem"] is None and rows["b"]["dice"] == 0.9
+    for sort in ("dice", "lr", "base_channels", "epochs", "minutes", "data", "status"):
+        assert len(unetkit.runs(runs_dir, sort=sort)) == 4
+    assert main(["runs", str(runs_dir)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 5
+    if problem is not None:
+        assert lines[0].split()[-1] == "problem" and problem in next(line for line in lines if line.startswith("a "))
+
+
+def test_odd_values_are_dropped_not_formatted(runs_dir):
+    RunFolder(runs_dir / "b").config.write_text("lr: fast\nbase_channels: [1]\ndata: {a: 1}\noptimizer: 3\n")
+    row = next(r for r in unetkit.runs(runs_dir) if r["run"] == "b")
+    assert (row["lr"], row["base_channels"], row["data"], row["optimizer"]) == (None, None, "{'a': 1}", 3)
+    for sort in RUN_COLUMNS:  # numbers and text sort side by side without a TypeError
+        assert [r["run"] for r in unetkit.runs(runs_dir, sort=sort)].count("b") == 1

@@ -24,23 +24,26 @@ from unetkit.data.dataset import DataSpec, Pair, Validation, read_instances, val
 from unetkit.data.encoding import collect_values, listed
 from unetkit.data.folders import relative
 from unetkit.data.io import read_image, write_png, write_tiff
-from unetkit.data.survey import Description, describe
+from unetkit.data.splits import implied_from
+from unetkit.data.survey import Description, describe, mask_summary
 from unetkit.data.weights import balanced_class_weights, border_weight_map
 from unetkit.files import refuse_clashes
-from unetkit.report import overlay
+from unetkit.report import overlay, overlay_colors
 
 _THUMB = 256  # preview tile size in pixels
 
 
 def _empty_report(data: str | os.PathLike) -> dict:
     return {"data": str(data), "usable": False, "pairs": 0, "unpaired_images": [], "unpaired_masks": [],
-            "images": [], "mask_mode": None, "classes": [], "values": [], "instances": None,
+            "images": [], "mask_mode": None, "mask_decision": None, "splits": {}, "splits_note": None,
+            "classes": [], "values": [], "instances": None,
             "class_pixels": {}, "class_frequency": {}, "ignored_pixels": 0, "suggested_class_weights": [],
             "empty_masks": [], "preview": None, "weights": None}  # fmt: skip
 
 
-def _add_description(report: dict, spec: DataSpec, found: Description, class_weights: np.ndarray) -> None:
+def _add_description(report: dict, spec: DataSpec, found: Description, class_weights: np.ndarray, reason: str) -> None:
     """Fill in the classes, values, pixel counts and empty masks that decoding every mask found."""
+    report["mask_decision"] = mask_summary(spec, found, reason)
     report["classes"], report["colors"] = spec.classes, [list(c) for c in spec.colors]
     if spec.mask_mode == "instances":
         instances = found.instances
@@ -63,6 +66,11 @@ def _add_validation(report: dict, found: Validation) -> None:
     report["unpaired_masks"] = [relative(mask, found.root) for mask in found.unpaired_masks]
     report["images"] = found.images
     report["mask_mode"] = found.mask_mode
+    if found.mask_mode is not None:
+        report["mask_decision"] = f"{found.mask_mode} ({found.mask_reason})"
+    report["splits"] = {name: len(pairs) for name, pairs in found.splits.items()}
+    if found.implied_train:
+        report["splits_note"] = f"train is every pair not in {implied_from(found.splits)}"
     if found.mask_mode is not None and found.spec is None:  # the masks do not fit the classes: show what they hold
         report["values"] = listed(collect_values((pair.mask for pair in found.pairs), found.mask_mode))
 
@@ -85,7 +93,7 @@ def diagnose(
     if found.spec is not None:
         description = run_checks(describe(found.spec, found.where, progress), problems)
         class_weights = balanced_class_weights(description.class_pixels)
-        _add_description(report, found.spec, description, class_weights)
+        _add_description(report, found.spec, description, class_weights, found.mask_reason)
         decoded = description.decoded
         _refuse_overwriting_inputs(decoded, preview, weights)
         if preview is not None and decoded:
@@ -124,7 +132,7 @@ def write_preview(path: str | os.PathLike, decoded: list[tuple[Pair, np.ndarray]
         draw.text((x + 2, y + 1), pair.key[-40:], fill="black")
         canvas.paste(tile, (x + (_THUMB - tile.width) // 2, y + label + (_THUMB - tile.height) // 2))
     y0 = rows * (_THUMB + label) + 8
-    for n, (name, color) in enumerate(zip(spec.classes, spec.colors)):
+    for n, (name, color) in enumerate(zip(spec.classes, overlay_colors(spec.colors))):
         x, y = (n % 4) * (_THUMB * columns // 4), y0 + (n // 4) * 18
         draw.rectangle((x + 4, y + 2, x + 16, y + 14), fill=tuple(color), outline="black")
         uncoloured = " (not tinted)" if name.lower() in ("background", "bg") else ""
@@ -173,7 +181,10 @@ def format_report(report: dict) -> str:
             found = f"{report['instances']['total']} objects, {report['instances']['min']}..{report['instances']['max']} per image"
         else:
             found = "values " + ", ".join(str(tuple(v)) if isinstance(v, list) else str(v) for v in report["values"])
-        lines.append(f"masks: {report['mask_mode']}; {found}")
+        lines.append(f"masks: {report['mask_decision']}; {found}")
+    if report["splits"]:
+        counts = ", ".join(f"{name} {count}" for name, count in report["splits"].items())
+        lines.append(f"splits: {counts}" + (f" ({report['splits_note']})" if report["splits_note"] else ""))
     if report["classes"]:
         freq = ", ".join(f"{k} {v:.1%}" for k, v in report["class_frequency"].items())
         lines.append(f"classes: {freq}; ignored pixels: {report['ignored_pixels']}")

@@ -8,7 +8,8 @@ to the run folder as ``config.yaml``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import yaml
@@ -18,7 +19,7 @@ from unetkit.data.modes import MASK_MODES, SIGMA, TARGETS, W0
 from unetkit.errors import UnetkitError
 from unetkit.files import atomic_write
 from unetkit.models.config import NORMS, PADDINGS, UP_MODES, ModelConfig
-from unetkit.options import PRECISIONS, Options, check_keys, opt
+from unetkit.options import PRECISIONS, Options, check_keys, field_type, item_type, opt
 from unetkit.yaml_files import read_yaml
 
 # Model presets: "cpu" is sized for a few CPU cores (docs/benchmarks.md, cpu-speed); "paper" is Ronneberger et al. 2015.
@@ -112,22 +113,38 @@ class TrainConfig(Options):
             for name, value in MODEL_SIZES[self.model_size].items():  # the preset fills what was not given
                 if getattr(self, name) is None:
                     setattr(self, name, value)
+        self._check_lists()
+        for name, what in (("lr", "a positive number such as 1e-3"), ("time", "a positive number of minutes such as 30")):
+            value = getattr(self, name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and not (math.isfinite(value) and value > 0):
+                raise UnetkitError(f"{name} must be {what}, got {value}")
         super().__post_init__()  # choices and bounds of every field; "a,b" names as a list
         self.log = list(self.log or [])
         self._check_ranges()
         self.augmentation()  # refuses bad augmentation values
 
+    def _check_lists(self) -> None:
+        """List options hold a list (a string is not a list of its characters): numbers, or names (also "a,b")."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if field_type(type(self), f) is not list or value is None:
+                continue
+            numbers = item_type(type(self), f) is not str
+            if isinstance(value, tuple):
+                value = list(value)
+                setattr(self, f.name, value)
+            if numbers and not (isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+                raise UnetkitError(f"{f.name} must be a list of numbers, such as [1, 3] in YAML or 1,3 on the command line, got {value!r}")
+            if not numbers and not (isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))):
+                raise UnetkitError(f"{f.name} must be names, such as [a, b] in YAML or a,b on the command line, got {value!r}")
+
     def _check_ranges(self) -> None:
         """The checks that involve more than one option, or bounds that need their own words."""
-        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
-            raise UnetkitError(f"lr must be a positive number, got {self.lr}")
         if not self.dropout < 1:
             raise UnetkitError(f"dropout must be below 1 (1 drops everything), got {self.dropout}")
         weights = self.class_weights
         if weights is not None and not (all(math.isfinite(w) and w >= 0 for w in weights) and any(w > 0 for w in weights)):
             raise UnetkitError(f"class_weights must be finite numbers >= 0, at least one of them > 0, got {self.class_weights}")
-        if self.time is not None and not self.time > 0:
-            raise UnetkitError(f"time must be a positive number of minutes, got {self.time}")
         if not 0.0 < self.val_fraction < 1.0:
             raise UnetkitError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
         if not 0.0 <= self.foreground_fraction <= 1.0:
@@ -165,31 +182,68 @@ class TrainConfig(Options):
 
 
 def load_config_file(path: str | Path) -> dict:
-    """Read a YAML config file into a dict of known options."""
+    """Read a YAML config file into a dict of known options; numbers that YAML 1.1 reads as text (``1e-3``) become numbers."""
     path = Path(path)
+    if path.is_dir():
+        raise UnetkitError(f"{path}: a folder, not a config file; pass a YAML file such as a run's config.yaml")
     try:
-        data = read_yaml(path) or {}
+        data = read_yaml(path)
     except FileNotFoundError:
         raise UnetkitError(f"{path}: config file not found") from None
+    except OSError as e:
+        raise UnetkitError(f"{path}: cannot read the config file ({e.strerror or type(e).__name__})") from None
     except yaml.YAMLError as e:
         raise UnetkitError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    data = {} if data is None else data
     if not isinstance(data, dict):
         raise UnetkitError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
-    check_keys(TrainConfig, data, str(path))
-    return data
+    check_keys(TrainConfig, [str(k) for k in data], str(path))
+    return {k: _number(TrainConfig, k, v) for k, v in data.items()}
+
+
+def _number(cls: type, name: str, value):
+    """``value`` of option ``name`` with numbers written as text (YAML 1.1 reads ``1e-3`` as a string) parsed;
+    anything else unchanged, for the option's own type check to name."""
+    f = next(f for f in fields(cls) if f.name == name)
+    kind = item_type(cls, f) if field_type(cls, f) is list else field_type(cls, f)
+    if kind not in (int, float):
+        return value
+    if isinstance(value, list):
+        return [_parse(v, kind) for v in value]
+    return _parse(value, kind)
+
+
+def _parse(value, kind: type):
+    if not isinstance(value, str):
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return int(number) if kind is int and number.is_integer() else number
 
 
 def make_config(config_file: str | Path | None = None, **overrides) -> TrainConfig:
-    """Defaults, then ``config_file``, then ``overrides`` (None values in overrides are ignored)."""
+    """Defaults, then ``config_file``, then ``overrides`` (None values in overrides are ignored).
+
+    An error about an option that came from ``config_file`` starts with the file's name.
+    """
     values: dict = {}
     if config_file is not None:
         values.update(load_config_file(config_file))
+    from_file = set(values)
     check_keys(TrainConfig, overrides, "argument")
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values.update(given)
     try:
         return TrainConfig(**values)
     except TypeError as e:
         raise UnetkitError(f"bad configuration: {e}") from None
+    except UnetkitError as e:
+        name = re.match(r"\w*", str(e)).group()
+        if name in from_file and name not in given:
+            raise UnetkitError(f"{config_file}: {e}") from None
+        raise
 
 
 def dump_config(config: TrainConfig, path: str | Path, notes: dict | None = None) -> None:

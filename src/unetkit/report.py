@@ -16,6 +16,9 @@ from unetkit.data.io import atomic_write, write_png
 
 #: Error map colours (RGB).
 CORRECT, FALSE_POSITIVE, FALSE_NEGATIVE, WRONG_CLASS, IGNORED = (255, 255, 255), (220, 40, 40), (40, 80, 220), (240, 160, 0), (160, 160, 160)
+#: What overlays paint a white (or nearly white) class in, such as the foreground of binary 0/255 masks and the
+#: interior of instance targets: white vanishes on bright fluorescence and grey EM images, magenta reads on both.
+FOREGROUND = (255, 0, 255)
 
 
 def to_display(image: np.ndarray) -> np.ndarray:
@@ -36,10 +39,16 @@ def colorize(mask: np.ndarray, colors: list[tuple[int, int, int]]) -> np.ndarray
     return table[np.clip(mask, 0, None)] * (mask >= 0)[..., None].astype(np.uint8)
 
 
+def overlay_colors(colors: list) -> list[tuple[int, int, int]]:
+    """The class colours as overlays show them: white or nearly white (every channel >= 200, within 30 of each
+    other) becomes :data:`FOREGROUND`, which stays visible over the image."""
+    return [FOREGROUND if min(c) >= 200 and max(c) - min(c) <= 30 else tuple(int(v) for v in c) for c in colors]
+
+
 def overlay(image: np.ndarray, mask: np.ndarray, colors: list[tuple[int, int, int]], classes: list[str], alpha: float = 0.45) -> np.ndarray:
-    """Blend class colours over the displayed image; a class named ``background`` stays uncoloured."""
+    """Blend class colours (:func:`overlay_colors`) over the displayed image; a class named ``background`` stays uncoloured."""
     base = to_display(image).astype(np.float32)
-    paint = colorize(mask, colors).astype(np.float32)
+    paint = colorize(mask, overlay_colors(colors)).astype(np.float32)
     skip = {i for i, name in enumerate(classes) if name.lower() in ("background", "bg")}
     tint = (mask >= 0) & ~np.isin(mask, list(skip))
     base[tint] = (1 - alpha) * base[tint] + alpha * paint[tint]

@@ -19,22 +19,37 @@ NUMERIC = ("base_channels", "depth", "patch_size", "lr", "epochs", "minutes", "d
 
 def read_run(folder: RunFolder, name: str) -> dict:
     """One row: the run's settings from config.yaml, its status, and from metrics.csv its epochs, minutes and
-    best validation mean Dice with the IoU of that epoch (the epoch of best.pt)."""
+    best validation mean Dice with the IoU of that epoch (the epoch of best.pt). A damaged run still gets its
+    row, with what could be read and ``problem`` saying what is wrong (None for a sound run)."""
     cfg = folder.read_config()
     metrics = folder.read_metrics()
-    row = {"run": name, "status": folder.read_status().get("status") or "unknown", "data": cfg.get("data", "")}
+    status = folder.read_status().get("status")
+    row = {"run": name, "status": status if isinstance(status, str) and status else "unknown", "data": cfg.get("data", "")}
     row.update({k: cfg.get(k) for k in RUN_SETTINGS})
     if row["lr"] is None and cfg:  # the optimizer's default (TrainConfig.resolved_lr)
         row["lr"] = 1e-2 if cfg.get("optimizer") == "sgd" else 1e-3
     last = metrics[-1] if metrics else {}
     row["epochs"] = last.get("epoch", 0)
-    row["minutes"] = round(last["time_s"] / 60, 2) if isinstance(last.get("time_s"), (int, float)) else None
+    row["minutes"] = round(last["time_s"] / 60, 2) if _number(last.get("time_s")) else None
     row["dice"], row["iou"] = folder.best_scores()
+    for key in NUMERIC:  # a hand-edited or damaged file must not put text where numbers are sorted and formatted
+        if not _number(row[key]):
+            row[key] = None
+    for key in RUN_COLUMNS:
+        if row[key] is not None and not isinstance(row[key], (str, int, float)):
+            row[key] = str(row[key])
+    problems = folder.problems()
+    row["problem"] = "; ".join(problems) if problems else None
     return row
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
 def runs(dir: str | Path | None = None, **options) -> list[dict]:  # noqa: A002 - the CLI's DIR
-    """List the runs under ``dir`` (searched recursively), one dict per run with the keys of :data:`RUN_COLUMNS`.
+    """List the runs under ``dir`` (searched recursively), one dict per run with the keys of :data:`RUN_COLUMNS` and
+    ``problem``: what is damaged or missing in that run folder (a corrupt status.json, a cut best.pt, ...), or None.
 
     Args:
         dir: Folder to search (default ``runs``).
@@ -49,7 +64,8 @@ def runs(dir: str | Path | None = None, **options) -> list[dict]:  # noqa: A002 
     o = RunsOptions.build("runs", **({} if dir is None else {"dir": str(dir)}), **options)
     root, sort, reverse = Path(o.dir), o.sort, o.reverse
     if not root.is_dir():
-        raise UnetkitError(f"{root}: no such folder; pass the folder that holds your runs (default: runs)")
+        what = "a file, not a folder" if root.exists() else "no such folder"
+        raise UnetkitError(f"{root}: {what}; pass the folder that holds your runs (default: runs)")
     if sort not in RUN_COLUMNS:
         close = difflib.get_close_matches(sort, RUN_COLUMNS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -86,9 +102,10 @@ def format_runs(rows: list[dict], dir: str | Path) -> str:  # noqa: A002
         return str(value)
 
     heads = {"model_size": "size", "base_channels": "base", "patch_size": "patch", "optimizer": "optim", "minutes": "min"}
-    table = [[heads.get(k, k) for k in RUN_COLUMNS]] + [[cell(k, r[k]) for k in RUN_COLUMNS] for r in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(RUN_COLUMNS))]
-    right = {i for i, k in enumerate(RUN_COLUMNS) if k in NUMERIC}
+    columns = [*RUN_COLUMNS, *(["problem"] if any(r.get("problem") for r in rows) else [])]  # only when a run is damaged
+    table = [[heads.get(k, k) for k in columns]] + [[cell(k, r.get(k)) for k in columns] for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    right = {i for i, k in enumerate(columns) if k in NUMERIC}
     return "\n".join(
         "  ".join(v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(zip(line, widths))).rstrip() for line in table
     )

@@ -110,12 +110,13 @@ def test_nan_loss_stops_keeps_checkpoint_and_guards_resume(tiny_data, tmp_path):
     args = train_args(tiny_data, out, ["--lr", "1e30", "--optimizer", "sgd"])
     failed = run(tmp_path, "none", 0, args)
     assert failed.returncode == 2
-    assert "learning rate" in failed.stderr and "epoch" in failed.stderr and "Traceback" not in failed.stderr
+    assert "learning rate (--lr 1e+30) is too high" in failed.stderr and "epoch" in failed.stderr and "Traceback" not in failed.stderr
+    assert ("last good state is" in failed.stderr) == (out / "last.pt").exists()  # last.pt named only when there is one
     status = json.loads((out / "status.json").read_text())
-    assert status["status"] == "nan"
+    assert status["status"] == "nan" and "learning rate" in status["causes"][-1]
     refused = run(tmp_path, "none", 0, ["train", "--resume", str(out)])
     if (out / "last.pt").exists():
-        assert refused.returncode == 2 and "lower --lr, or pass --force" in refused.stderr
+        assert refused.returncode == 2 and "change what caused it (--lr, --class-weights, --precision), or pass --force" in refused.stderr
         ok = run(tmp_path, "none", 0, ["train", "--resume", str(out), "--lr", "0.001"])
         assert ok.returncode == 0, ok.stderr
     else:  # diverged in the first epoch: there is no good checkpoint to continue from

@@ -43,3 +43,31 @@ def test_last_checkpoint_progress_and_stale_temporary_files(tmp_path):
     assert run.read_progress() == {"epoch": 1, "best": 0.5} and run.load_last()["meta"] == {"epoch": 1}
     with pytest.raises(UnetkitError, match="checkpoint not found"):
         RunFolder(tmp_path / "none").read_progress()
+
+
+def test_a_new_run_clears_what_an_earlier_one_left(tmp_path):
+    run = RunFolder(tmp_path)
+    for path in (run.best, run.last, run.metrics, run.curves, run.config, run.status):
+        path.write_text("earlier")
+    (tmp_path / "notes.txt").write_text("mine")
+    run.clear_run()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "notes.txt", "status.json"]  # rewritten at once, or the user's
+
+
+def test_problems_name_what_is_damaged_or_missing(tmp_path):
+    run = RunFolder(tmp_path)
+    run.write_config(make_config(data="d"))
+    run.write_status(status="done")
+    run.save_best({"w": torch.zeros(1)}, {})
+    run.write_metrics([{"epoch": 1, "step": 1}])
+    assert run.problems() == [] and run.is_run()
+    run.status.write_text("{not json")
+    run.metrics.write_bytes(b"\x00\x00")
+    run.best.write_bytes(run.best.read_bytes()[:50])
+    run.last.write_text("not a zip")
+    assert run.problems() == ["status.json unreadable (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))",
+                              "metrics.csv has no epoch,step header", "best.pt is not a checkpoint (cut short or replaced)",
+                              "last.pt is not a checkpoint (cut short or replaced)"]
+    assert run.read_metrics() == [] and run.read_status() == {}  # readers stay tolerant
+    run.config.unlink()
+    assert run.is_run() and run.problems()[0] == "config.yaml missing"  # still a run, reported as damaged

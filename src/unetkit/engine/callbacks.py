@@ -45,6 +45,7 @@ class TrainView:
             (the metrics rows so far), ``elapsed`` (seconds, as of the last save), ...
         training_state: Returns the full training state as ``last.pt`` stores it, taken now: the keyword
             arguments of :meth:`~unetkit.engine.run_folder.RunFolder.save_last`.
+        resumed: The run continues a checkpoint (``--resume``, or a torchrun restart); False for a new run.
     """
 
     cfg: Any
@@ -64,6 +65,7 @@ class TrainView:
     deadline: float | None = None
     progress: dict = field(default_factory=dict)
     training_state: Callable[[], dict] | None = None
+    resumed: bool = False
 
 
 class Callback:

@@ -14,29 +14,72 @@ from unetkit.engine.run_folder import RunFolder
 from unetkit.errors import UnetkitError
 
 
+#: Options that fix the network's shape: a resumed run keeps its own.
+MODEL_OPTIONS = ("model_size", "base_channels", "depth", "padding", "norm", "up_mode", "target")
+#: Options whose change can cure a non-finite loss (see Trainer._divergence_causes); one must change to resume it.
+REMEDIES = ("lr", "optimizer", "class_weights", "precision", "loss", "norm", "momentum", "weight_decay", "schedule")
+
+
 def resume_config(run_dir: str | Path, force: bool = False, **overrides) -> tuple[TrainConfig, dict]:
     """The configuration and full training state of an interrupted run, for ``train --resume``.
 
-    ``overrides`` may change the budget (``epochs``, ``time``), the learning rate and runtime options.
-    A run that stopped on a non-finite loss is refused unless the learning rate changes or ``force``.
+    ``overrides`` may change the budget (``epochs``, ``time``), the learning rate and runtime options, not
+    the network (:data:`MODEL_OPTIONS`) nor the folder (``out``). A run that stopped on a non-finite loss is
+    refused unless an option of :data:`REMEDIES` changes, or ``force``.
     """
     folder = RunFolder(run_dir)
+    if not folder.path.is_dir():
+        raise UnetkitError(f"--resume {folder.path}: no such folder; pass a run folder (unetkit runs lists them)")
     if not folder.last.is_file():
-        raise UnetkitError(f"{folder.path}: no last.pt to resume from; start a new run with unetkit train --data ...")
+        status = folder.read_status().get("status")
+        why = f" (status: {status})" if status else ""
+        again = "--overwrite" if folder.holds_run() else "the same --out"
+        raise UnetkitError(f"--resume {folder.path}: no last.pt to resume from{why}; start a new run with {again} (no epoch "
+                           "was saved there), or choose another --out")
     ckpt = folder.load_last()
-    if "progress" not in ckpt:
+    if "progress" not in ckpt or not isinstance(ckpt["meta"].get("train_config"), dict):
         raise UnetkitError(f"{folder.last}: holds no training state (was it written by unetkit train?); start a new run")
-    values = dict(ckpt["meta"]["train_config"])
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    values["out"] = str(folder.path)
-    cfg = make_config(**values)
+    before = dict(ckpt["meta"]["train_config"])
+    given = {k: v for k, v in overrides.items() if v is not None}
+    out = given.pop("out", None)
+    if out is not None and Path(out).resolve() != folder.path.resolve():
+        raise UnetkitError(f"--resume {folder.path} continues the run in its own folder; drop --out {out} (copy the folder first to "
+                           "continue a copy)")
+    changed = [k for k in MODEL_OPTIONS if k in given and given[k] != before.get(k)]
+    if changed:
+        k = changed[0]
+        raise UnetkitError(f"--resume {folder.path}: --{k.replace('_', '-')} {given[k]} would change the network of the run "
+                           f"({k}: {before.get(k)}); drop it, or start a new run with another --out")
+    cfg = make_config(**{**before, **given, "out": str(folder.path)})
     status = folder.read_status()
-    if status.get("status") == "nan" and not force and cfg.resolved_lr == status.get("lr_setting"):
+    if status.get("status") == "nan" and not force and _same(make_config(**{**before, "out": str(folder.path)}), cfg):
+        causes = status.get("causes") or ["the learning rate"]
         raise UnetkitError(
-            f"{folder.path} stopped on a non-finite loss at epoch {status.get('epoch')}, step {status.get('step')}; "
-            "resume with a lower --lr, or pass --force to retry as it was"
+            f"--resume {folder.path}: the run stopped on a non-finite loss at epoch {status.get('epoch', '?')}, step "
+            f"{status.get('step', '?')} (likely: {causes[0]}); change what caused it (--lr, --class-weights, --precision), "
+            "or pass --force to retry as it was"
         )
     return cfg, ckpt
+
+
+def _same(before: TrainConfig, after: TrainConfig) -> bool:
+    """Whether no option of :data:`REMEDIES` changed (the learning rate compared as resolved)."""
+    return before.resolved_lr == after.resolved_lr and all(getattr(before, k) == getattr(after, k) for k in REMEDIES if k != "lr")
+
+
+def check_resumable(meta: dict, channels: int, classes: list[str], cfg: TrainConfig) -> None:
+    """Refuse to continue a run whose checkpoint (``meta``) was trained on other channels or classes than this data.
+
+    Raises:
+        UnetkitError: naming the run folder, the data, and both sides.
+    """
+    was = (meta.get("model", {}).get("in_channels"), list(meta.get("classes", [])))
+    if was != (channels, list(classes)):
+        own = meta.get("train_config", {}).get("data") == cfg.data
+        fix = "restore the data set it was trained on" if own else "resume on the run's own data (drop --data)"
+        raise UnetkitError(f"--resume {cfg.out}: the run was trained on {was[0]} channel(s) and classes {', '.join(map(str, was[1]))}, "
+                           f"but the data {cfg.data} has {channels} channel(s) and classes {', '.join(classes)}; {fix}, or start "
+                           "a new run with another --out")
 
 
 def resolve_run(start: TrainRun, options: dict) -> tuple[TrainConfig, dict | None]:
@@ -45,20 +88,42 @@ def resolve_run(start: TrainRun, options: dict) -> tuple[TrainConfig, dict | Non
     A new run takes the defaults, then the ``start.config`` file, then ``options``; ``start.resume`` continues
     a run folder with ``options`` on top (see :func:`resume_config`). Under torchrun with ``--max-restarts``, a
     worker that torchrun restarted continues from the last.pt its own job wrote instead of starting over. A
-    new run is refused in a folder that holds one, unless ``start.overwrite``.
+    new run is refused in a folder that holds one, or files that are not a run's, unless ``start.overwrite``
+    (see :func:`refuse_taken_folder`).
     """
     if start.resume is not None:
         if start.config is not None:
             raise UnetkitError("--resume takes the run's own config.yaml; drop --config (flags may still override options)")
+        if start.overwrite:
+            raise UnetkitError(f"--resume {start.resume} continues a run and --overwrite starts a new one there; drop one of them")
         return resume_config(start.resume, force=start.force, **options)
     cfg = make_config(start.config, **options)
     folder = RunFolder(cfg.out)
     if restarted_from(folder):
         return resume_config(cfg.out, force=start.force, **options)
-    if folder.holds_run() and not start.overwrite:
-        raise UnetkitError(f"{folder.path} already holds a run ({', '.join(p.name for p in folder.run_files())}); continue it with "
-                           f"--resume {folder.path}, start over there with --overwrite, or choose another --out")
+    refuse_taken_folder(folder, start)
     return cfg, None
+
+
+def refuse_taken_folder(folder: RunFolder, start: TrainRun) -> None:
+    """Refuse a new run in ``--out`` where it would replace an earlier run, or files that are not a run's, unless ``--overwrite``.
+
+    A folder whose run never finished an epoch (config.yaml and status.json only) is taken over: nothing in it
+    would be lost. A config.yaml without a status.json is someone's own file (perhaps the ``--config`` file).
+    """
+    if folder.path.exists() and not folder.path.is_dir():
+        raise UnetkitError(f"--out {folder.path} is a file, not a folder; choose another --out")
+    if start.overwrite:
+        return
+    if folder.holds_run():
+        held = ", ".join(p.name for p in folder.run_files())
+        resume = f"continue it with --resume {folder.path}, " if folder.last.is_file() else ""
+        raise UnetkitError(f"--out {folder.path} already holds a run ({held}); {resume}start over there with --overwrite, or choose another --out")
+    if folder.config.is_file() and not folder.status.is_file():
+        mine = start.config is not None and Path(start.config).resolve() == folder.config.resolve()
+        what = "is your --config file" if mine else "is not a run's (no status.json beside it)"
+        raise UnetkitError(f"--out {folder.path}: its config.yaml {what}, and a run there would replace it with the resolved options; "
+                           f"choose another --out, or pass --overwrite to replace it")
 
 
 def restarted_from(folder: RunFolder) -> bool:

@@ -6,7 +6,7 @@ A run folder holds::
     metrics.csv    one row per epoch: epoch, step, time_s, lr, train_loss, val_dice, val_iou,
                    val_pixel_accuracy, then global_batch (several processes) and val_dice_CLASS
     curves.png     training loss and validation Dice per epoch
-    status.json    {"status": "running" | "done" | "interrupted" | "nan" | "pruned", "epoch", "step", ...}
+    status.json    {"status": "running" | "done" | "interrupted" | "nan" | "failed" | "pruned", "epoch", "step", ...}
     best.pt        the checkpoint of the best validation mean Dice (every epoch without validation data)
     last.pt        the full training state, the commit point of an epoch (unetkit train --resume)
     report/        the HTML validation report of best.pt (index.html)
@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import zipfile
 from pathlib import Path
 
 import yaml
@@ -60,14 +61,48 @@ class RunFolder:
         return any(p in self.run_files() for p in (self.metrics, self.best, self.last))
 
     def is_run(self) -> bool:
-        """Whether the folder holds a run: config.yaml with metrics.csv or status.json."""
-        return self.config.is_file() and (self.metrics.is_file() or self.status.is_file())
+        """Whether the folder holds a run: two of config.yaml, metrics.csv, status.json and last.pt (a run with one
+        of them lost is still a run, to be reported as damaged)."""
+        return sum(p.is_file() for p in (self.config, self.metrics, self.status, self.last)) >= 2
 
     def prepare(self) -> None:
         """Create the folder and remove temporary files left by a process killed mid-write (the real files are intact)."""
         self.path.mkdir(parents=True, exist_ok=True)
         for stale in self.path.glob(".*.tmp-*"):
             stale.unlink()
+
+    def clear_run(self) -> None:
+        """Remove what an earlier run left that a new one writes only later: best.pt, last.pt, metrics.csv, curves.png."""
+        for path in (self.best, self.last, self.metrics, self.curves):
+            path.unlink(missing_ok=True)
+
+    def problems(self) -> list[str]:
+        """What is damaged or missing in a run folder, each in a few words; empty for a sound one."""
+        found = [f"{p.name} missing" for p in (self.config, self.status) if not p.is_file()]
+        for path, read in ((self.config, read_yaml), (self.status, lambda p: json.loads(p.read_text()))):
+            if path.is_file():
+                try:
+                    value = read(path)
+                except (OSError, ValueError, yaml.YAMLError) as e:
+                    found.append(f"{path.name} unreadable ({_short(e)})")
+                    continue
+                if not isinstance(value, dict):
+                    found.append(f"{path.name} is not a mapping")
+        if self.metrics.is_file():
+            try:
+                with open(self.metrics, newline="") as f:
+                    header = next(csv.reader(f), [])
+            except (OSError, UnicodeDecodeError, csv.Error) as e:
+                found.append(f"metrics.csv unreadable ({_short(e)})")
+            else:
+                if header[:2] != list(CSV_FIELDS[:2]):
+                    found.append("metrics.csv has no epoch,step header")
+        for path in (self.best, self.last):  # a torch checkpoint is a zip archive: a cut or foreign file is not
+            if path.is_file() and not zipfile.is_zipfile(path):
+                found.append(f"{path.name} is not a checkpoint (cut short or replaced)")
+        if self.read_status().get("status") == "done" and not self.best.is_file():
+            found.append("best.pt missing")
+        return found
 
     # --- config.yaml
 
@@ -99,8 +134,8 @@ class RunFolder:
         """The rows of metrics.csv, numbers as int or float and empty cells (epochs without validation) as None."""
         try:
             with open(self.metrics, newline="") as f:
-                return [{k: _cell(v) for k, v in row.items()} for row in csv.DictReader(f)]
-        except OSError:
+                return [{k: _cell(v) for k, v in row.items() if isinstance(k, str)} for row in csv.DictReader(f)]
+        except (OSError, UnicodeDecodeError, csv.Error):  # missing, or damaged: problems() names it
             return []
 
     def best_scores(self) -> tuple[float | None, float | None]:
@@ -165,6 +200,11 @@ class RunFolder:
     def read_progress(self) -> dict:
         """The training position saved in last.pt: epoch, step, best, history (the metrics rows), elapsed seconds, ..."""
         return json.loads(self.load_last()["progress"])
+
+
+def _short(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return (lines[0][:80] if lines else type(error).__name__).rstrip(".")
 
 
 def _cell(text: str | None):

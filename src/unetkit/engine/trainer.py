@@ -28,6 +28,7 @@ from unetkit.data.dataset import IGNORE
 from unetkit.data.sampler import PatchSampler
 from unetkit.engine import distributed
 from unetkit.engine.callbacks import TrainView, call
+from unetkit.engine.resume import check_resumable
 from unetkit.engine.run_folder import RunFolder
 from unetkit.engine.training_data import channel_stats, load_training_data, loss_weight_maps
 from unetkit.engine.writers import ProgressBar, RunWriter
@@ -76,8 +77,12 @@ def train(cfg: TrainConfig, resume: dict | None = None, callbacks=()) -> TrainRe
         callbacks: Objects with hooks of :class:`unetkit.engine.callbacks.Callback`, called after the run
             folder was written at each hook.
     """
-    writers = [*([ProgressBar()] if cfg.progress else []), RunWriter(RunFolder(cfg.out))]
-    return Trainer(cfg, resume, [*writers, *callbacks]).fit()
+    writer = RunWriter(RunFolder(cfg.out))
+    try:
+        return Trainer(cfg, resume, [*([ProgressBar()] if cfg.progress else []), writer, *callbacks]).fit()
+    except BaseException as error:
+        writer.fail(error)  # status.json says "failed" (or "interrupted"), not "running", once the run folder was begun
+        raise
 
 
 def make_optimizer(cfg: TrainConfig, params, lr: float | None = None) -> torch.optim.Optimizer:
@@ -158,6 +163,8 @@ class Trainer:
         self._setup_runtime()
         self.callbacks = list(callbacks) if self.world.is_main else []
         self.data = load_training_data(cfg, cfg.progress and self.world.is_main)
+        if resume is not None:  # before the network is built on this data
+            check_resumable(resume["meta"], self.data.channels, self.data.classes, cfg)
         self.norm = channel_stats(self.data.train_images) if resume is None else resume["meta"]["normalization"]
         self._setup_model()
         self._setup_sampler()
@@ -180,7 +187,7 @@ class Trainer:
             cfg, Path(cfg.out), self.model, self.meta, self.data.val_images, self.data.val_masks, self.device, self.precision,
             spec=self.data.spec, val_pairs=self.data.val_pairs, world_size=self.world.size, global_batch=self.global_batch,
             base_lr=self.base_lr, steps_per_epoch=self.steps_per_epoch, deadline=self.deadline, progress=self.progress,
-            training_state=self.training_state,
+            training_state=self.training_state, resumed=resume is not None,
         )  # fmt: skip
 
     # --- set-up
@@ -215,10 +222,12 @@ class Trainer:
         ctx = context(cfg.depth, cfg.padding)
         self.patch = input_size_for_output(cfg.patch_size, cfg.depth, cfg.padding) - ctx  # a valid output size >= patch_size
         if cfg.class_weights is not None and len(cfg.class_weights) != len(data.classes):
-            raise UnetkitError(f"class_weights has {len(cfg.class_weights)} values but the data has {len(data.classes)} classes ({', '.join(data.classes)})")
+            raise UnetkitError(f"class_weights has {len(cfg.class_weights)} values but the data has {len(data.classes)} classes "
+                               f"({', '.join(data.classes)}); give one weight per class, in that order")
         self.class_weights = torch.tensor(cfg.class_weights, dtype=torch.float32, device=self.device) if cfg.class_weights else None
         weight_maps = loss_weight_maps(data, cfg)
         images = [normalize(im, self.norm["mean"], self.norm["std"]) for im in data.train_images]  # (C, H, W) float32
+        self.input_peak = max(float(np.abs(im).max(initial=0.0)) for im in images)  # for the diagnosis of a non-finite loss
         self.sampler = PatchSampler(images, data.train_masks, self.patch, ctx, cfg.augmentation(), cfg.seed,
                                     weights=weight_maps, foreground_fraction=cfg.foreground_fraction)  # fmt: skip
 
@@ -328,7 +337,7 @@ class Trainer:
         loss = segmentation_loss(logits, y, cfg.loss, self.class_weights, IGNORE, weight_map)
         value = self.world.mean(loss)  # over the ranks: non-finite on all of them if on any
         if not math.isfinite(value):
-            self._diverged(value)
+            self._diverged(value, y)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -387,7 +396,9 @@ class Trainer:
                                       f"continue with: unetkit train --resume {run.path}{self.world.resume_hint()}")
         if not progress["history"]:
             call(self.callbacks, "on_stop", None, self.view)
-            raise UnetkitError(f"the time budget ({self.cfg.time} min) ended before one training step; give more --time")
+            if self.cfg.time is not None:
+                raise UnetkitError(f"the time budget (--time {self.cfg.time:g} min) ended before one training step; give more --time")
+            raise UnetkitError(f"the epoch limit (--epochs {self.max_epochs}) ended before one training step; give more --epochs")
         seconds = self.elapsed()
         self._stop("done")
         result = TrainResult.from_progress(run.path, progress, seconds)
@@ -397,13 +408,35 @@ class Trainer:
     def _stop(self, status: str) -> None:
         call(self.callbacks, "on_stop", {"status": status, "epoch": self.progress["epoch"], "step": self.progress["step"]}, self.view)
 
-    def _diverged(self, loss: float) -> None:
+    def _diverged(self, loss: float, target: torch.Tensor) -> None:
         cfg, epoch, step = self.cfg, self.progress["epoch"] + 1, self.progress["step"] + 1
-        call(self.callbacks, "on_stop", {"status": "nan", "epoch": epoch, "step": step, "lr_setting": cfg.resolved_lr}, self.view)
-        raise UnetkitError(
-            f"loss became {loss} at epoch {epoch}, step {step}: the learning rate (--lr {cfg.resolved_lr:g}) is likely too high, "
-            f"or the data holds NaN/inf values; the last good checkpoint is {RunFolder(cfg.out).last}"
-        )
+        causes = self._divergence_causes(target)
+        call(self.callbacks, "on_stop", {"status": "nan", "epoch": epoch, "step": step, "lr_setting": cfg.resolved_lr, "causes": causes}, self.view)
+        last = RunFolder(cfg.out).last
+        kept = (f"the last good state is {last}; continue with --resume {last.parent} once changed" if last.is_file()
+                else "no epoch was saved, so start again once changed")
+        raise UnetkitError(f"loss became {loss} at epoch {epoch}, step {step}; likely causes: {'; '.join(causes)}; {kept}")
+
+    def _divergence_causes(self, target: torch.Tensor) -> list[str]:
+        """What in this run can have made the loss of the batch with ``target`` (B, patch, patch) non-finite, most specific first."""
+        cfg, causes = self.cfg, []
+        if self.class_weights is not None and 0 in cfg.class_weights and cfg.loss in ("ce", "ce+dice"):
+            labelled = target[target != IGNORE]
+            # cross-entropy is a weighted mean: a batch of zero-weight pixels only is 0/0 (another rank's batch may be the one)
+            if self.world.size > 1 or float(self.class_weights[labelled].sum()) == 0:
+                zero = ", ".join(name for name, w in zip(self.data.classes, cfg.class_weights) if w == 0)
+                causes.append(f"--class-weights {','.join(f'{w:g}' for w in cfg.class_weights)} gives {zero} weight 0 and the batch "
+                              "held only such pixels, a loss of 0/0 (give every class a weight > 0)")
+        if self.input_peak > 1e3:
+            causes.append(f"the training images hold outliers {self.input_peak:.3g} standard deviations from their mean: check them "
+                          "for hot pixels or fill values such as -9999, and clip or mask them")
+        if self.precision != "fp32":
+            causes.append(f"{self.precision} arithmetic overflows where fp32 does not (try --precision fp32)")
+        if self.progress["step"] > self.first_step:  # this process took steps with a finite loss, at this learning rate
+            causes.append(f"the learning rate (--lr {cfg.resolved_lr:g}) is too high for --optimizer {cfg.optimizer} (try a lower --lr)")
+        if not causes:
+            causes.append("the network's output is not finite on its first batch here (check the data with unetkit check, or try --norm batch)")
+        return causes
 
     # --- time and state
 
