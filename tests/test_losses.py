@@ -4,8 +4,9 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from unetkit.losses import segmentation_loss, soft_dice_loss
+from unetkit.losses import IGNORE, segmentation_loss, soft_dice_loss
 
 
 def test_cross_entropy_matches_hand_value_and_ignores():
@@ -42,3 +43,16 @@ def test_class_weights_and_all_ignored():
     assert segmentation_loss(logits, torch.full((1, 1, 2), -1), "ce").item() == 0.0
     with pytest.raises(ValueError, match="loss="):
         segmentation_loss(logits, target, "focal")
+
+
+def test_class_weighted_ce_is_torchs_weighted_mean_and_zero_for_a_batch_of_zero_weight_pixels():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 5, 6, requires_grad=True)
+    target = torch.randint(0, 3, (2, 5, 6))
+    target[0, 0] = IGNORE
+    weights = torch.tensor([0.5, 2.0, 1.0])
+    assert torch.allclose(segmentation_loss(logits, target, "ce", weights), F.cross_entropy(logits, target, weight=weights, ignore_index=IGNORE))
+    background = torch.zeros(2, 5, 6, dtype=torch.long)
+    loss = segmentation_loss(logits, background, "ce", torch.tensor([0.0, 1.0, 1.0]))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.isfinite(logits.grad).all()

@@ -70,8 +70,11 @@ def segmentation_loss(
             raise ValueError(f"loss={kind!r} needs a weight_map (N, H, W)")
         loss = loss + weighted_cross_entropy(logits, target, weight_map, ignore_index)
     if "ce" in kind.split("+"):
-        if bool((target != ignore_index).any()):
-            loss = loss + F.cross_entropy(logits.float(), target, weight=class_weights, ignore_index=ignore_index)
+        if class_weights is not None:  # per-pixel class weights: a batch of zero-weight pixels adds 0, not 0/0
+            pixel_weights = class_weights.to(logits.device)[target.clamp(0, logits.shape[1] - 1)]  # (N, H, W)
+            loss = loss + weighted_cross_entropy(logits, target, pixel_weights, ignore_index)
+        elif bool((target != ignore_index).any()):
+            loss = loss + F.cross_entropy(logits.float(), target, ignore_index=ignore_index)
     if "dice" in kind.split("+"):
         loss = loss + soft_dice_loss(logits, target, ignore_index)
     return loss

@@ -26,7 +26,7 @@ from unetkit.commands import Limits
 from unetkit.errors import UnetkitError
 from unetkit.inference.predictor import Segmenter, probabilities_to_mask
 from unetkit.instances import model_target, object_table, probabilities_to_instances
-from unetkit.report import overlay as draw_overlay
+from unetkit.report import overlay as draw_overlay, overlay_colors
 
 #: Declared content types an upload may have; the bytes decide the actual format.
 ACCEPTED_TYPES = frozenset({"image/png", "image/jpeg", "image/tiff", "image/bmp", "image/x-ms-bmp", "application/octet-stream", ""})
@@ -223,7 +223,7 @@ def segment(seg: Segmenter, data: bytes, filename: str, content_type: str, limit
         "height": int(mask.shape[0]),
         "width": int(mask.shape[1]),
         "channels": int(image.shape[2]),
-        "classes": class_areas(mask, seg.classes, seg.colors),
+        "classes": class_areas(mask, seg.classes, overlay_colors(seg.colors)),
     }
     instances = _instances(seg, probs)
     if instances is not None:
