@@ -262,3 +262,44 @@ def test_export_and_serve_are_the_api_functions():
     import unetkit.server.core  # noqa: F401 - importing the submodules must not shadow the functions
 
     assert unetkit.export.__module__ == "unetkit.api" and unetkit.serve.__module__ == "unetkit.api"
+
+
+def _edited_checkpoint(run, target, **meta):
+    ckpt = torch.load(run / "exp" / "best.pt", weights_only=True)
+    m = json.loads(ckpt["meta"])
+    m.update(meta)
+    torch.save(dict(ckpt, meta=json.dumps(m)), target)
+    return target
+
+
+@pytest.mark.parametrize("meta, message", [
+    ({"normalization": {"mean": [100.0], "std": [0.0]}}, "its normalization std [0.0] is not positive"),
+    ({"classes": ["only"]}, "its metadata names the classes ['only'] but the network has 2 outputs"),
+])  # fmt: skip
+def test_export_refuses_what_prediction_would_refuse(run, tmp_path, meta, message):
+    model = _edited_checkpoint(run, tmp_path / "bad.pt", **meta)
+    with pytest.raises(unetkit.UnetkitError, match=re.escape(f"bad.pt: {message}")):
+        unetkit.export(model, tmp_path / "m.onnx")
+    assert [p.name for p in tmp_path.iterdir()] == ["bad.pt"]
+
+
+def test_loading_an_onnx_file_checks_its_metadata_against_its_graph(run, tmp_path):
+    """The exported file loads; the same graph under metadata that describes another network does not."""
+    seg = unetkit.load(run / "model.onnx", tile=None)
+    assert (seg.config.in_channels, seg.config.num_classes, seg.options.tile) == (1, 2, seg.meta["tile"])
+    for change, message in [({"in_channels": 2}, "but its metadata says (N, 2, H, W) float for 2 input channels"),
+                            ({"depth": 2}, "its graph does not run on a (1, 1, 18, 18) input as its metadata describes")]:
+        graph = onnx.load(run / "model.onnx")
+        meta = json.loads(graph.metadata_props[[p.key for p in graph.metadata_props].index("unetkit")].value)
+        meta["model"].update(change)
+        meta["normalization"] = {k: v * meta["model"]["in_channels"] for k, v in {"mean": [0.0], "std": [1.0]}.items()}
+        onnx.helper.set_model_props(graph, {"unetkit": json.dumps(meta)})
+        onnx.save(graph, tmp_path / "edited.onnx")
+        with pytest.raises(unetkit.UnetkitError, match=re.escape(message)):
+            unetkit.load(tmp_path / "edited.onnx")
+
+
+def test_a_torchscript_export_given_as_a_model_says_what_to_pass(run, tmp_path):
+    out = unetkit.export(run / "exp" / "best.pt", tmp_path / "model.torchscript", format="torchscript")
+    with pytest.raises(unetkit.UnetkitError, match="model.torchscript: a TorchScript module written by unetkit export .* best.pt"):
+        unetkit.load(out)

@@ -8,6 +8,7 @@ compose these functions sit above this module: :mod:`unetkit.tuning`, :mod:`unet
 
 from __future__ import annotations
 
+import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from tqdm.auto import tqdm
 
 from unetkit.checking import diagnose
 from unetkit.commands import CheckOptions, ExportOptions, Limits, PredictOptions, ServeOptions, TrainRun
-from unetkit.data.io import IMAGE_EXTENSIONS, probe_image, read_image, write_png, write_tiff
+from unetkit.data.io import FORMAT_NAMES, IMAGE_EXTENSIONS, probe_image, read_image, sniff, write_png, write_tiff
 from unetkit.engine.launcher import launch
 from unetkit.engine.resume import resolve_run
 from unetkit.engine.trainer import TrainResult, train as run
@@ -25,7 +26,8 @@ from unetkit.files import refuse_clashes
 from unetkit.exporting import export_model
 from unetkit.inference.options import InferenceOptions
 from unetkit.inference.predictor import Segmenter, probabilities_to_mask
-from unetkit.inference.sources import is_zarr
+from unetkit.inference.sources import is_zarr, open_source
+from unetkit.inference.stitch import NonFiniteLogits
 from unetkit.inference.stream import predict_stream, probabilities_path, stream_targets
 from unetkit.instances import instance_files, model_target, write_instances
 from unetkit.loading import load_segmenter
@@ -84,13 +86,16 @@ def _inputs(inputs: list[str | Path]) -> list[tuple[str, Path]]:
     for item in inputs:
         path = Path(item)
         if path.is_dir() and not is_zarr(path):
-            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not p.name.startswith("."))
             if not files:
-                raise UnetkitError(f"{path}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+                what = "a folder, not an image file, and no images were found in it" if path.suffix.lower() in IMAGE_EXTENSIONS else "no images found"
+                raise UnetkitError(f"{path}: {what} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
             found += [(p.relative_to(path).with_suffix("").as_posix(), p) for p in files]
         elif path.is_file() or is_zarr(path):
             if path.suffix.lower() not in IMAGE_EXTENSIONS and not is_zarr(path):
-                raise UnetkitError(f"{path}: not an image file (expected {', '.join(sorted(IMAGE_EXTENSIONS))})")
+                held = sniff(path)
+                hint = f"; it holds a {FORMAT_NAMES[held]} image: rename it to {path.stem}{held}" if held else ""
+                raise UnetkitError(f"{path}: not an image file (expected {', '.join(sorted(IMAGE_EXTENSIONS))}){hint}")
             found.append((path.stem, path))
         else:
             raise UnetkitError(f"{path}: no such file or folder")
@@ -126,10 +131,13 @@ def predict(model: str | Path | Segmenter, inputs: list[str | Path] | str | Path
     o = PredictOptions.build("predict", model=model, inputs=inputs, out=out, **options)
     items, out = _inputs(inputs), Path(out)
     _refuse_output_in_inputs(inputs, out)
-    for _, path in items:  # every input is checked before any output is written
-        if not is_zarr(path):
+    for _, path in items:  # every input is checked before any output is written (headers, zarr metadata)
+        if is_zarr(path):
+            open_source(path).close()
+        else:
             probe_image(path)
     streamed = stream_targets(items, out, o.stream)  # {key: output file} of the inputs to stream
+    _warn_unused_dask(o, [path for key, path in items if key not in streamed])
     if streamed and (o.overlay or o.instances):
         raise UnetkitError(f"{next(iter(streamed.values()))} is streamed; --overlay and --instances need an image that fits in memory (pass --stream never)")
     planned = [(target, path) for key, path in items for target in _output_files(key, out, o, streamed.get(key)).values()]
@@ -159,6 +167,17 @@ def _output_files(key: str, out: Path, o: PredictOptions, streamed: Path | None)
     return files
 
 
+def _warn_unused_dask(o: PredictOptions, in_memory: list[Path]) -> None:
+    """One line on stderr when --dask or --dask-workers is given for images that are not streamed: only
+    streamed images run on Dask, the others are predicted in this process."""
+    if not (o.dask or o.dask_workers) or not in_memory:
+        return
+    flag = f"--dask {o.dask}" if o.dask else f"--dask-workers {o.dask_workers}"
+    names = ", ".join(p.name for p in in_memory[:3]) + (f" and {len(in_memory) - 3} more" if len(in_memory) > 3 else "")
+    print(f"unetkit: warning: {flag} applies to streamed images only; {names} will be predicted here in memory "
+          "(pass --stream always to run them on Dask)", file=sys.stderr)
+
+
 def _refuse_output_in_inputs(inputs: list, out: Path) -> None:
     for item in map(Path, inputs):
         if item.is_dir() and (out.resolve() == item.resolve() or item.resolve() in out.resolve().parents):
@@ -169,7 +188,10 @@ def _predict_image(seg: Segmenter, path: Path, out: Path, key: str, o: PredictOp
     """Predict one image that fits in memory and write its mask and the extra outputs ``o`` asks for."""
     image = read_image(path)
     seg.check_image(image, str(path))
-    probs = seg.predict_proba(image)  # (K, H, W)
+    try:
+        probs = seg.predict_proba(image)  # (K, H, W)
+    except NonFiniteLogits as error:
+        raise error.named(str(path)) from None
     mask = probabilities_to_mask(probs)
     files = _output_files(key, out, o, None)
     write_png(files["mask"], mask)

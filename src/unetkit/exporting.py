@@ -31,7 +31,7 @@ from unetkit.engine.checkpoint import load_checkpoint
 from unetkit.commands import EXPORT_FORMATS
 from unetkit.errors import UnetkitError
 from unetkit.inference.onnx_backend import EXPORT_VERSION, INPUT, META_KEY, OUTPUT
-from unetkit.inference.predictor import Segmenter
+from unetkit.inference.predictor import Segmenter, check_meta
 from unetkit.inference.tiling import largest_valid_at_most
 from unetkit.models.config import ModelConfig, context, input_size_for_output, stride
 from unetkit.models.unet import UNet, unet_from_weights
@@ -83,7 +83,11 @@ def _torch_model(model: str | Path | Segmenter) -> tuple[UNet, dict]:
     if path.suffix.lower() == ".onnx":
         raise UnetkitError(f"{path}: already an ONNX model; export the checkpoint it came from (a run's best.pt)")
     ckpt = load_checkpoint(path)
-    return unet_from_weights(ckpt["meta"]["model"], ckpt["model"], str(path)).eval(), ckpt["meta"]
+    if "model" not in ckpt["meta"]:
+        raise UnetkitError(f"{path}: its metadata lacks model, which export needs; the file is damaged or was edited; re-train or re-copy it")
+    net = unet_from_weights(ckpt["meta"]["model"], ckpt["model"], str(path))
+    check_meta(ckpt["meta"], net.config, str(path))  # an exported file must be one that prediction accepts
+    return net.eval(), ckpt["meta"]
 
 
 def _example(config: ModelConfig, batch: int, extra: int = 0) -> torch.Tensor:

@@ -25,7 +25,10 @@ def load_segmenter(model: str | Path | Segmenter, options: InferenceOptions | No
     any other file is a checkpoint run by PyTorch (:meth:`Segmenter.from_checkpoint`).
 
     Raises:
-        UnetkitError: A missing or unreadable file, or options the backend cannot honour.
+        UnetkitError: A missing or unreadable file, or options the backend cannot honour; a file that is no
+            unetkit model (a folder, a TorchScript module, a pickle that would run code); or one whose metadata
+            or weights would make every mask garbage (zero or non-finite normalisation, NaN weights, classes the
+            network does not have, ONNX metadata that disagrees with its graph). Each names the file.
 
     Example:
         >>> seg = load_segmenter("runs/exp1/best.pt", InferenceOptions(device="cpu", tile=256))  # doctest: +SKIP

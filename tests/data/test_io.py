@@ -1,6 +1,7 @@
 """Tests of unetkit.data.io on tiny files made in tmp_path."""
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +12,16 @@ from PIL import Image
 from unetkit.data.io import (
     IMAGE_EXTENSIONS,
     atomic_write,
+    is_tiff,
+    probe_image,
     read_image,
     read_mask_raw,
     read_palette,
+    sniff,
     write_png,
     write_tiff,
 )
+from unetkit.data.pixels import check_pixels, check_values
 from unetkit.errors import UnetkitError
 
 GRAY = np.array([[0, 1, 2], [3, 4, 255]], dtype=np.uint8)  # (2 rows, 3 columns)
@@ -239,3 +244,103 @@ def test_write_tiff_round_trips(tmp_path, array):
     back = read_image(tmp_path / "o.tif")
     assert back.dtype == array.dtype
     np.testing.assert_array_equal(back, array.reshape(2, array.shape[1], -1))
+
+
+# --- pixels are checked as they are read (unetkit.data.pixels) ---------------------------------------
+
+
+@pytest.mark.parametrize("array", [GRAY, WIDE, GRAY > 1, np.array([[-3e38, 3e38]], np.float32), np.array([[65504.0]], np.float16),
+                                   np.array([[1e38, -1e-300]]), np.array([[2**62]], np.int64)])  # fmt: skip
+def test_real_finite_pixels_pass(array):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the check casts nothing: no overflow warning for float16 or float64
+        assert check_pixels(array, "a.tif") is array
+
+
+@pytest.mark.parametrize("array,message", [
+    (np.array([[0, np.nan], [np.inf, 1]], np.float32), "a.tif: 2 pixel(s) are NaN or infinite (the first at row 0, column 1)"),
+    (np.array([[0, 0], [0, -np.inf]], np.float16), "a.tif: 1 pixel(s) are NaN or infinite (the first at row 1, column 1)"),
+    (np.array([[[0, 0], [0, np.nan]]], np.float64), "a.tif: 1 pixel(s) are NaN or infinite (the first at row 0, column 1)"),  # (H, W, C)
+    (np.array([[1.0, 1e300]]), "a.tif: the pixel at row 0, column 1 is 1e+300, beyond float32's range"),
+    (np.array([[-3.5e38]]), "a.tif: the pixel at row 0, column 0 is -3.5e+38, beyond float32's range"),
+    (np.ones((2, 2), np.complex64), "a.tif: complex-valued pixels (complex64)"),
+    (np.array([["a"]]), "a.tif: pixels of type <U1 are not numbers"),
+    (np.zeros((0, 4), np.uint8), r"a.tif: the image has shape \(0, 4\), which holds no pixels"),
+    (np.zeros((4, 4, 0), np.float32), r"a.tif: the image has shape \(4, 4, 0\), which holds no pixels"),
+])  # fmt: skip
+def test_bad_pixels_are_named_with_the_first_place(array, message):
+    with pytest.raises(UnetkitError, match=re.escape(message) if "\\(" not in message else message):
+        check_pixels(array, "a.tif")
+
+
+def test_a_window_is_named_by_its_place_in_the_image():
+    window = np.zeros((3, 4), np.float32)
+    window[2, 1] = np.nan
+    with pytest.raises(UnetkitError, match=re.escape("big.tif: pixels are NaN or infinite (one at row 102, column 11)")):
+        check_values(window, "big.tif", origin=(100, 10), count=False)
+
+
+def test_reader_follows_the_content_not_the_extension(tmp_path):
+    values = np.array([[0.5, -2.0], [1e6, 3.25]], np.float32)
+    tifffile.imwrite(tmp_path / "t.tif", values)
+    (tmp_path / "float.png").write_bytes((tmp_path / "t.tif").read_bytes())  # a float TIFF under a PNG name
+    np.testing.assert_array_equal(read_image(tmp_path / "float.png")[..., 0], values)
+    assert probe_image(tmp_path / "float.png") == (2, 2) and is_tiff(tmp_path / "float.png") and read_palette(tmp_path / "float.png") is None
+    Image.fromarray(GRAY).save(tmp_path / "g.png")
+    (tmp_path / "png.tif").write_bytes((tmp_path / "g.png").read_bytes())  # a PNG under a TIFF name
+    np.testing.assert_array_equal(read_image(tmp_path / "png.tif")[..., 0], GRAY)
+    assert [sniff(tmp_path / n) for n in ("t.tif", "g.png", "png.tif")] == [".tif", ".png", ".png"]
+
+
+def test_a_nan_tiff_named_png_is_refused(tmp_path):
+    tifffile.imwrite(tmp_path / "t.tif", np.array([[np.nan]], np.float32))
+    (tmp_path / "x.png").write_bytes((tmp_path / "t.tif").read_bytes())
+    with pytest.raises(UnetkitError, match=r"x\.png: 1 pixel\(s\) are NaN or infinite"):
+        read_image(tmp_path / "x.png")
+
+
+def test_unsupported_extension_holding_an_image_says_how_to_rename(tmp_path):
+    tifffile.imwrite(tmp_path / "t.tif", GRAY)
+    (tmp_path / "scan.dat").write_bytes((tmp_path / "t.tif").read_bytes())
+    with pytest.raises(UnetkitError, match=r"scan\.dat: unsupported file type '\.dat'; it holds a TIFF image: rename it to scan\.tif"):
+        read_image(tmp_path / "scan.dat")
+
+
+@pytest.mark.parametrize("reader", [read_image, read_mask_raw, probe_image])
+def test_a_folder_named_like_an_image_is_called_a_folder(tmp_path, reader):
+    (tmp_path / "scan.png").mkdir()
+    with pytest.raises(UnetkitError, match=r"scan\.png: a folder, not an image file"):
+        reader(tmp_path / "scan.png")
+
+
+@pytest.mark.parametrize("shape", [(0, 16), (16, 0)])
+@pytest.mark.parametrize("reader", [read_image, read_mask_raw, probe_image])
+def test_tiff_without_pixels_is_refused_from_its_header(tmp_path, reader, shape):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tifffile: "writing zero-size array to nonconformant TIFF"
+        tifffile.imwrite(tmp_path / "z.tif", np.zeros(shape, np.uint8))
+    with pytest.raises(UnetkitError, match=re.escape(f"z.tif: the image has shape {shape}, which holds no pixels")):
+        reader(tmp_path / "z.tif")
+
+
+@pytest.mark.parametrize("reader", [read_image, read_mask_raw, probe_image])
+def test_complex_tiff_is_refused(tmp_path, reader):
+    tifffile.imwrite(tmp_path / "c.tif", np.ones((4, 4), np.complex128))
+    with pytest.raises(UnetkitError, match=r"c\.tif: complex-valued pixels \(complex128\)"):
+        reader(tmp_path / "c.tif")
+
+
+def test_tiff_header_that_claims_data_the_file_lacks(tmp_path):
+    """Checked from the header: nothing is allocated for the pixels it claims."""
+    from tests.corpus.test_pixels import tiff_header
+
+    cases = {"giant.tif": (tiff_header(100_000, 100_000, bytes(16)), "truncated: it claims 100000 x 100000 pixels but holds 16 bytes of uncompressed pixel data"),
+             "hollow.tif": (tiff_header(8, 8, b""), "it claims 8 x 8 pixels but holds no pixel data"),
+             "cut.tif": (tiff_header(8, 8, bytes(64))[:-10], "truncated: it claims 8 x 8 pixels whose data end at byte 186 but the file has 176 bytes")}
+    for name, (data, message) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        for reader in (read_image, probe_image):
+            with pytest.raises(UnetkitError, match=re.escape(f"{name}: cannot read image ({message})")):
+                reader(tmp_path / name)
+    (tmp_path / "whole.tif").write_bytes(tiff_header(8, 8, bytes(range(64))))
+    np.testing.assert_array_equal(read_image(tmp_path / "whole.tif")[..., 0], np.arange(64, dtype=np.uint8).reshape(8, 8))

@@ -3,6 +3,7 @@ no corrupt output after a kill."""
 
 import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -237,3 +238,89 @@ def test_a_killed_run_leaves_no_output_and_the_next_run_succeeds(tmp_path):
     predict_stream(seg, tmp_path / "in.tif", target, progress=False)  # the next run clears the leftover
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif", "m.pt", "mask.tif"]
     assert tifffile.imread(target).shape == (1500, 1500)
+
+
+class NodataSource:
+    """A source like a GeoTIFF with nodata: NaN where there is no data, and a validity mask that says so."""
+
+    path, has_nodata, channels = "scene.tif", True, 1
+
+    def __init__(self, image: np.ndarray) -> None:
+        self.image, self.height, self.width = image, *image.shape[:2]
+
+    def read(self, rows, cols):
+        return self.image[rows, cols]
+
+    def valid(self, rows, cols):
+        return ~np.isnan(self.image[rows, cols, 0])  # (h, w)
+
+
+def test_streamed_windows_are_checked_where_the_image_has_data():
+    from unetkit.inference.sources import load_batch
+    from unetkit.inference.stitch import TileGrid
+    from unetkit.models.config import ModelConfig
+
+    image = np.full((40, 30, 1), 5.0, np.float32)
+    image[:10, :10] = np.nan  # nodata: NaN there is no error, those pixels become 0
+    grid = TileGrid.plan(40, 30, 44, 4, ModelConfig(depth=3, base_channels=2))
+    for batch in grid.batches:
+        x, _ = load_batch(NodataSource(image), grid, batch, np.zeros(1), np.ones(1))
+        assert np.isfinite(x).all()
+    image[25, 20] = np.inf  # where the image has data: refused with its place
+    with pytest.raises(UnetkitError, match=re.escape("scene.tif: pixels are NaN or infinite (one at row 25, column 20)")):
+        for batch in grid.batches:
+            load_batch(NodataSource(image), grid, batch, np.zeros(1), np.ones(1))
+
+
+def test_logits_that_overflow_are_refused_only_when_an_image_is_named():
+    from unetkit.inference.stitch import TileGrid, forward_batch
+    from unetkit.models.config import ModelConfig
+
+    grid = TileGrid.plan(40, 30, 44, 4, ModelConfig(depth=3, base_channels=2))
+    batch = grid.batches[0]
+    x = np.zeros((len(batch), 1, grid.rows.tile_in, grid.cols.tile_in), np.float32)
+
+    def overflowing(tiles):  # (B, C, h, w) -> (B, K, h', w'); the second tile overflows
+        y = np.zeros((len(tiles), 2, grid.rows.tile_out, grid.cols.tile_out), np.float32)
+        y[1, 0, 3, 3] = np.inf
+        return y
+
+    assert len(forward_batch(overflowing, grid, batch, x)) == len(batch)  # training's validation runs unnamed and unchecked
+    i, j = batch[1]
+    row, col = grid.rows.starts[i] - grid.rows.out_offset, grid.cols.starts[j] - grid.cols.out_offset
+    with pytest.raises(UnetkitError, match=re.escape(f"a.tif: the model returned NaN or infinite logits for the tile at row {row}, column {col}")):
+        forward_batch(overflowing, grid, batch, x, name="a.tif")
+
+
+def test_nan_met_mid_stream_leaves_no_partial_output(tmp_path):
+    seg = load_segmenter(make_checkpoint(tmp_path / "m.pt"), InferenceOptions(device="cpu", tile=60, batch_size=2, precision="fp32"))
+    image = noise((700, 50)).astype(np.float32)
+    image[650, 7] = np.nan
+    tifffile.imwrite(tmp_path / "in.tif", image, tile=(64, 64))
+    for target in (tmp_path / "o.tif", tmp_path / "o.zarr"):
+        with pytest.raises(UnetkitError, match=re.escape("in.tif: pixels are NaN or infinite (one at row 650, column 7)")):
+            predict_stream(seg, tmp_path / "in.tif", target, probabilities=True, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif", "m.pt"]
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: p.mkdir(), "an empty folder, not a zarr store"),
+    (lambda p: (p.mkdir(), (p / "zarr.json").write_text("{not json")), "not a readable zarr store"),
+    (lambda p: zarr.create_array(store=str(p), data=np.arange(4, dtype=np.uint8)), r"a zarr array of shape \(4,\) is not an image"),
+    (lambda p: zarr.create_array(store=str(p), shape=(16, 0), dtype="uint8"), r"shape \(16, 0\), which holds no pixels"),
+    (lambda p: zarr.create_array(store=str(p), data=np.ones((4, 4), np.complex128)), r"complex-valued pixels \(complex128\)"),
+    (lambda p: zarr.create_array(store=str(p), shape=(50_000, 50_000), chunks=(50_000, 50_000), dtype="float32"), "too large to read in windows"),
+])  # fmt: skip
+def test_bad_zarr_stores_are_named(tmp_path, make, message):
+    make(tmp_path / "s.zarr")
+    with pytest.raises(UnetkitError, match=r"s\.zarr: .*" + message):
+        open_source(tmp_path / "s.zarr")
+
+
+def test_a_tiff_named_png_streams_window_by_window(tmp_path):
+    tiled_tiff(tmp_path / "t.tif", (300, 280), tile=64)
+    (tmp_path / "slide.png").write_bytes((tmp_path / "t.tif").read_bytes())
+    src = open_source(tmp_path / "slide.png")
+    assert src._closer is not None  # tifffile's zarr view of the tiles, not a whole-image decode
+    np.testing.assert_array_equal(src.read(slice(100, 104), slice(0, 280))[..., 0], tifffile.imread(tmp_path / "t.tif")[100:104])
+    src.close()

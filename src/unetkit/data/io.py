@@ -2,34 +2,72 @@
 
 Arrays are indexed as rows and columns: images are ``(H, W, C)``, masks ``(H, W)`` or ``(H, W, 3)``.
 Pixel values are never rescaled: a 16-bit file gives ``uint16``, a float TIFF gives ``float32``.
+The extension says which files are images; the leading bytes say how to decode them, so a TIFF saved
+as ``.png`` is read (and checked) as the TIFF it is. Images are checked as they are read
+(:mod:`unetkit.data.pixels`): real numbers, at least one pixel, no NaN or infinite values.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import tifffile
 from PIL import Image
 
+from unetkit.data.pixels import check_dtype, check_pixels, check_shape
 from unetkit.errors import UnetkitError
 from unetkit.files import atomic_write
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
-_TIFF_EXTENSIONS = frozenset({".tif", ".tiff"})
 _MAX_BANDS = 16  # more than this along an axis is a spatial axis, not a channel axis
 _READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+#: Leading bytes of the formats unetkit reads, and the extension of each.
+SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", ".png"),
+    (b"\xff\xd8\xff", ".jpg"),
+    (b"II*\x00", ".tif"),
+    (b"MM\x00*", ".tif"),
+    (b"II+\x00", ".tif"),  # BigTIFF
+    (b"MM\x00+", ".tif"),
+    (b"BM", ".bmp"),
+)
+
+
+#: What each of those extensions is called in messages.
+FORMAT_NAMES = {".png": "PNG", ".jpg": "JPEG", ".tif": "TIFF", ".bmp": "BMP"}
+
+
+def sniff(path: str | os.PathLike) -> str | None:
+    """The extension that the file's leading bytes belong to (``.png``, ``.jpg``, ``.tif``, ``.bmp``), or None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None
+    return next((suffix for magic, suffix in SIGNATURES if head.startswith(magic)), None)
+
+
+def is_tiff(path: str | os.PathLike) -> bool:
+    """True when the file holds a TIFF (or BigTIFF), whatever its name."""
+    return sniff(path) == ".tif"
 
 
 def _check_extension(path: Path) -> None:
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         supported = ", ".join(sorted(IMAGE_EXTENSIONS))
-        raise UnetkitError(
-            f"{path}: unsupported file type {path.suffix or '(none)'!r}; "
-            f"convert it to one of {supported}"
-        )
+        held = sniff(path) if path.is_file() else None
+        hint = f"it holds a {FORMAT_NAMES[held]} image: rename it to {path.stem}{held}" if held else f"convert it to one of {supported}"
+        raise UnetkitError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; {hint}")
+
+
+def _check_file(path: Path) -> None:
+    """Refuse a folder (even one named like an image) or a missing file, before any decoder sees it."""
+    if path.is_dir():
+        raise UnetkitError(f"{path}: a folder, not an image file; pass the image files in it, or the folder itself as a folder of images")
+    if not path.is_file():
+        raise _cannot_read(path, "no such file")
 
 
 def _cannot_read(path: Path, reason: object) -> UnetkitError:
@@ -87,24 +125,53 @@ def _open_pillow(path: Path) -> Image.Image:
     return image
 
 
+def check_tiff(tiff: tifffile.TiffFile, path: Path) -> None:
+    """Refuse, from its header alone, a TIFF whose first series is not real numbers, has no pixels, or claims
+    more pixels than the file holds data for (no data at all, data past the end of the file, or too few
+    bytes for its size uncompressed): such a header would have a reader allocate or compute for nothing."""
+    series = tiff.series[0]
+    check_dtype(series.dtype, str(path))
+    check_shape(series.shape, str(path))
+    page = series.keyframe
+    counts, offsets = page.databytecounts, page.dataoffsets
+    claims = f"it claims {' x '.join(map(str, series.shape))} pixels"
+    if not any(counts):
+        raise _cannot_read(path, f"{claims} but holds no pixel data")
+    end, size = max(o + c for o, c in zip(offsets, counts)), path.stat().st_size
+    if end > size:
+        raise _cannot_read(path, f"truncated: {claims} whose data end at byte {end:,} but the file has {size:,} bytes")
+    if page.compression == 1 and sum(counts) * 8 < int(np.prod(page.shape, dtype=np.int64)) * page.bitspersample:
+        raise _cannot_read(path, f"truncated: {claims} but holds {sum(counts):,} bytes of uncompressed pixel data")
+
+
 def _read_tiff(path: Path) -> np.ndarray:
-    """The first series of a TIFF as ``(H, W, C)``."""
+    """The first series of a TIFF as ``(H, W, C)``; the header is checked before the pixels are decoded."""
     try:
         with tifffile.TiffFile(path) as tiff:
+            check_tiff(tiff, path)
             series = tiff.series[0]
             array, axes = series.asarray(), series.axes
     except (*_READ_ERRORS, KeyError, IndexError) as error:
         raise _cannot_read(path, error) from error
-    if array.size == 0:
-        raise _cannot_read(path, "no pixels")
     return _to_hwc(array, axes, path)
 
 
+def _read_pillow(path: Path) -> np.ndarray:
+    """A PNG, JPEG or BMP as ``(H, W, C)``: palettes become RGB, a fully opaque alpha channel is dropped."""
+    image = _open_pillow(path)
+    if image.mode in ("P", "PA"):
+        image = image.convert("RGBA" if "transparency" in image.info or image.mode == "PA" else "RGB")
+    array = _pillow_array(image)
+    array = array[:, :, None] if array.ndim == 2 else array  # (H, W, C)
+    return _drop_constant_alpha(array)
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as ``(H, W, C)`` in the file's native dtype, never rescaled.
+    """Read an image file as ``(H, W, C)`` in the file's native dtype, never rescaled, and check its pixels.
 
     Palette images become RGB; a fully opaque alpha channel (RGBA or LA) is dropped. TIFFs may hold
     ``(H, W)``, ``(H, W, C)`` or ``(C, H, W)`` with ``C <= 16`` bands; the result is always ``(H, W, C)``.
+    The file's content, not its extension, picks the decoder.
 
     Args:
         path: A ``.png``, ``.jpg``, ``.jpeg``, ``.tif``, ``.tiff`` or ``.bmp`` file.
@@ -113,7 +180,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         The pixels, e.g. ``(512, 512, 1)`` uint8 for a gray PNG, ``uint16`` for a 16-bit PNG or TIFF.
 
     Raises:
-        UnetkitError: The extension is unsupported or the file cannot be decoded.
+        UnetkitError: The extension is unsupported, the path is a folder, the file cannot be decoded, or its
+            pixels are not real numbers, are none, or are NaN, infinite or beyond float32
+            (:func:`~unetkit.data.pixels.check_pixels`).
 
     Example:
         >>> read_image("images/0.png").shape  # doctest: +SKIP
@@ -121,18 +190,22 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     _check_extension(path)
-    if path.suffix.lower() in _TIFF_EXTENSIONS:
-        array = _read_tiff(path)
-        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-            bad = int((~np.isfinite(array)).sum())
-            raise UnetkitError(f"{path}: {bad} pixel(s) are NaN or infinite; replace them (e.g. with 0) before segmenting")
-        return np.ascontiguousarray(array)
-    image = _open_pillow(path)
-    if image.mode in ("P", "PA"):
-        image = image.convert("RGBA" if "transparency" in image.info or image.mode == "PA" else "RGB")
-    array = _pillow_array(image)
-    array = array[:, :, None] if array.ndim == 2 else array  # (H, W, C)
-    return np.ascontiguousarray(_drop_constant_alpha(array))
+    _check_file(path)
+    array = _read_tiff(path) if is_tiff(path) else _read_pillow(path)
+    return np.ascontiguousarray(check_pixels(array, str(path)))
+
+
+def _tiff_size(path: Path) -> tuple[int, int]:
+    """``(H, W)`` of a TIFF's first series from its header; refuses one without pixels."""
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            check_tiff(tiff, path)
+            shape, axes = tiff.series[0].shape, tiff.series[0].axes
+    except (*_READ_ERRORS, KeyError, IndexError) as error:
+        raise _cannot_read(path, error) from error
+    if "Y" not in axes or "X" not in axes:
+        raise _cannot_read(path, f"shape {tuple(shape)} with axes {axes} has no rows and columns")
+    return int(shape[axes.index("Y")]), int(shape[axes.index("X")])
 
 
 def probe_image(path: str | os.PathLike) -> tuple[int, int]:
@@ -145,22 +218,16 @@ def probe_image(path: str | os.PathLike) -> tuple[int, int]:
         ``(H, W)`` as stated by the file.
 
     Raises:
-        UnetkitError: Unsupported extension, empty, truncated or undecodable header, or a size beyond
-            what can be decoded (a decompression bomb).
+        UnetkitError: Unsupported extension, a folder, empty, truncated or undecodable header, a TIFF of
+            complex values or without pixels, or a size beyond what can be decoded (a decompression bomb).
     """
     path = Path(path)
     _check_extension(path)
-    if not path.is_file():
-        raise UnetkitError(f"{path}: no such file")
+    _check_file(path)
     if path.stat().st_size == 0:
         raise _cannot_read(path, "empty file")
-    if path.suffix.lower() in _TIFF_EXTENSIONS:
-        try:
-            with tifffile.TiffFile(path) as tiff:
-                shape, axes = tiff.series[0].shape, tiff.series[0].axes
-        except (*_READ_ERRORS, KeyError, IndexError) as error:
-            raise _cannot_read(path, error) from error
-        return int(shape[axes.index("Y")]), int(shape[axes.index("X")])
+    if is_tiff(path):
+        return _tiff_size(path)
     try:
         with Image.open(path) as image:
             size = image.size
@@ -204,7 +271,8 @@ def read_mask_raw(path: str | os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     _check_extension(path)
-    if path.suffix.lower() in _TIFF_EXTENSIONS:
+    _check_file(path)
+    if is_tiff(path):
         array = _read_tiff(path)
     else:
         image = _open_pillow(path)
@@ -231,7 +299,7 @@ def read_palette(path: str | os.PathLike) -> np.ndarray | None:
     """
     path = Path(path)
     _check_extension(path)
-    if path.suffix.lower() in _TIFF_EXTENSIONS:
+    if is_tiff(path):
         return None
     try:
         with Image.open(path) as image:

@@ -77,7 +77,7 @@ def run_task(path: str, blob: bytes, device: str, precision: str, grid: TileGrid
     results: list[TileResult] = []
     for batch in batches:
         x, valid = load_batch(source, grid, batch, mean, std)
-        results += forward_batch(seg.forward, grid, batch, x, valid)
+        results += forward_batch(seg.forward, grid, batch, x, valid, name=path)
     return results
 
 

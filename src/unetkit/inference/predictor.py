@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from unetkit.data.pixels import check_pixels
 from unetkit.engine.checkpoint import load_checkpoint
 from unetkit.errors import UnetkitError
 from unetkit.inference.options import DEFAULT_BATCH, DEFAULT_TILE, InferenceOptions
@@ -25,6 +26,45 @@ from unetkit.models.unet import UNet, unet_from_weights
 from unetkit.runtime import autocast, resolve_device, resolve_precision
 
 PREDICTION_META = ("model", "normalization", "classes", "colors")  # what a checkpoint must describe to be run
+DAMAGED = "the file is damaged or was edited; re-train or re-copy it"
+
+
+def _numbers(values: object, count: int) -> bool:
+    return isinstance(values, list) and len(values) == count and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def check_normalization(norm: object, channels: int, where: str) -> None:
+    """Refuse stored normalisation that would turn pixels into garbage: not one finite ``mean`` and one finite,
+    positive ``std`` per input channel, as float32 (the arithmetic of :func:`standardize`)."""
+    for key in ("mean", "std"):
+        values = norm.get(key) if isinstance(norm, dict) else None
+        if not _numbers(values, channels):
+            raise UnetkitError(f"{where}: its normalization {key} is {values!r}; expected {channels} number(s), one per input channel; {DAMAGED}")
+        with np.errstate(over="ignore"):
+            as_float32 = np.asarray(values, np.float64).astype(np.float32)
+        if not np.isfinite(as_float32).all():
+            raise UnetkitError(f"{where}: its normalization {key} {values} is not finite in float32; {DAMAGED}")
+        if key == "std" and not (as_float32 > 0).all():
+            raise UnetkitError(f"{where}: its normalization std {values} is not positive (pixels divided by it become NaN or infinite); {DAMAGED}")
+
+
+def check_meta(meta: dict, config: ModelConfig, where: str) -> None:
+    """Refuse metadata that prediction cannot run with: missing keys, bad normalisation, or classes and
+    colours that do not match the network's ``num_classes`` outputs.
+
+    Raises:
+        UnetkitError: naming ``where`` (the model file) and what is wrong.
+    """
+    missing = [key for key in PREDICTION_META if key not in meta]
+    if missing:
+        raise UnetkitError(f"{where}: its metadata lacks {', '.join(missing)}, which prediction needs; {DAMAGED}")
+    check_normalization(meta["normalization"], config.in_channels, where)
+    k, classes, colors = config.num_classes, meta["classes"], meta["colors"]
+    if not (isinstance(classes, list) and len(classes) == k and all(isinstance(c, str) for c in classes)):
+        raise UnetkitError(f"{where}: its metadata names the classes {classes!r} but the network has {k} outputs; {DAMAGED}")
+    rgb = [isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c) for c in colors] if isinstance(colors, list) else []
+    if len(rgb) != k or not all(rgb):
+        raise UnetkitError(f"{where}: its metadata colours {colors!r} are not {k} RGB triples of 0..255; {DAMAGED}")
 
 
 def standardize(x: np.ndarray, mean, std, axis: int) -> np.ndarray:
@@ -78,11 +118,14 @@ def tiled_logits(
     progress: bool = False,
     channels_last: bool = False,
     transform=None,
+    name: str | None = None,
 ) -> np.ndarray:
     """Overlap-tile inference of a whole (C, H, W) float32 image; returns (K, H, W) float32 logits.
 
     ``transform``, if given, maps each stacked batch of tiles to the network's float32 input: then
     ``image`` may stay in its native dtype and is normalised a batch at a time, never as a whole.
+
+    ``name``, if given, is the image named when the logits come out NaN or infinite (refused then).
 
     ``model`` is a :class:`UNet` (run as ``TorchForward(model, device, precision, channels_last)``) or any
     tile function with a ``config`` (ModelConfig), such as the ONNX Runtime backend.
@@ -108,7 +151,7 @@ def tiled_logits(
     stitcher = Stitcher(grid)
     with tqdm(total=len(grid.tiles), desc="tiles", unit="tile", disable=not progress, leave=False) as bar:
         for batch, x in prefetched(grid.batches, cut):
-            for result in forward_batch(forward, grid, batch, x):
+            for result in forward_batch(forward, grid, batch, x, name=name):
                 for block in stitcher.add(result):
                     logits = block.outputs[0]  # (K, h, W)
                     out[:, block.row0 : block.row0 + logits.shape[1]] = logits
@@ -177,11 +220,10 @@ class Segmenter:
         options = options or InferenceOptions()
         ckpt = load_checkpoint(path)
         meta = ckpt["meta"]
-        missing = [key for key in PREDICTION_META if key not in meta]
-        if missing:
-            raise UnetkitError(f"{path}: its metadata lacks {', '.join(missing)}, which prediction needs; the file is damaged or was "
-                               "edited, re-train or re-copy it")
+        if "model" not in meta:
+            raise UnetkitError(f"{path}: its metadata lacks model, which prediction needs; {DAMAGED}")
         model = unet_from_weights(meta["model"], ckpt["model"], str(path))
+        check_meta(meta, model.config, str(path))
         dev = resolve_device(options.device)
         precision = resolve_precision(options.precision, dev)
         # NHWC convolutions are 25-60% faster on CPU in fp32 (docs/benchmarks.md, cpu-inference).
@@ -193,8 +235,9 @@ class Segmenter:
         return [tuple(c) for c in self.meta["colors"]]
 
     def check_image(self, image: np.ndarray, name: str = "image") -> None:
-        """Refuse anything but an (H, W, C) image with the model's channels."""
+        """Refuse anything but an (H, W, C) image of real, finite pixels with the model's channels."""
         self.check_channels(image.shape[2] if image.ndim == 3 else 1, name, image.ndim == 3)
+        check_pixels(image, name)
 
     def check_channels(self, channels: int, name: str = "image", shaped: bool = True) -> None:
         """Refuse an image ``name`` of ``channels`` channels (or not ``shaped`` (H, W, C)) unless the model was trained on as many."""
@@ -203,12 +246,18 @@ class Segmenter:
                                "convert the image to the training data's channels")  # fmt: skip
 
     def logits(self, image: np.ndarray) -> np.ndarray:
-        """(H, W, C) image in its native dtype -> (K, H, W) float32 logits."""
+        """(H, W, C) image in its native dtype -> (K, H, W) float32 logits.
+
+        Raises:
+            UnetkitError: the image is refused (:meth:`check_image`), or
+                :class:`~unetkit.inference.stitch.NonFiniteLogits` when the model's output overflows
+                (``error.named(path)`` names the file).
+        """
         self.check_image(image)
         norm = self.meta["normalization"]
         # Normalised a batch of tiles at a time, so no float copy of the whole image exists.
         return tiled_logits(self.forward, image.transpose(2, 0, 1), self.options.tile, self.options.batch_size, progress=self.progress,
-                            transform=lambda x: standardize(x, norm["mean"], norm["std"], axis=1))
+                            transform=lambda x: standardize(x, norm["mean"], norm["std"], axis=1), name="image")
 
     def predict_proba(self, image: np.ndarray) -> np.ndarray:
         """(H, W, C) image -> (K, H, W) float32 class probabilities."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from unetkit.errors import UnetkitError
 from unetkit.inference.tiling import AxisPlan, blend_window, plan_axis
 from unetkit.models.config import ModelConfig
 
@@ -91,11 +92,17 @@ class TileResult:
 
 
 def forward_batch(forward: TileFunction, grid: TileGrid, batch: list[tuple[int, int]], x: np.ndarray,
-                  valid: np.ndarray | None = None) -> list[TileResult]:  # fmt: skip
+                  valid: np.ndarray | None = None, name: str | None = None) -> list[TileResult]:  # fmt: skip
     """Run ``forward`` on the ``(B, C, th, tw)`` input tiles of ``batch``, skipping tiles whose ``(B, th, tw)``
-    input ``valid`` is all False, and return each tile's result."""
+    input ``valid`` is all False, and return each tile's result.
+
+    With ``name`` (the image), logits that are NaN or infinite are refused with the tile's place: the input
+    was checked to be finite, so the model's arithmetic overflowed and its mask would be garbage.
+    """
     keep = [k for k in range(len(batch)) if valid is None or valid[k].any()]
     logits = forward(x if len(keep) == len(batch) else x[keep]) if keep else None  # (B', K, t, u)
+    if name is not None and logits is not None:
+        _refuse_non_finite(logits, [batch[k] for k in keep], grid, name)
     # Output pixel (u, v) of a tile sees its input pixel (u + r0, v + c0): the context margin in valid mode.
     r0, c0 = grid.rows.pad_before - grid.rows.out_offset, grid.cols.pad_before - grid.cols.out_offset
     t, u = grid.rows.tile_out, grid.cols.tile_out
@@ -104,6 +111,28 @@ def forward_batch(forward: TileFunction, grid: TileGrid, batch: list[tuple[int, 
         y = logits[index[k]] if k in index else None
         out.append(TileResult(i, j, y, None if valid is None else valid[k, r0 : r0 + t, c0 : c0 + u]))
     return out
+
+
+class NonFiniteLogits(UnetkitError):
+    """The model returned NaN or infinite logits for finite input; ``named(path)`` is the same error naming a file."""
+
+    def __init__(self, name: str, detail: str) -> None:
+        super().__init__(f"{name}: {detail}")
+        self.detail = detail
+
+    def named(self, name: str) -> NonFiniteLogits:
+        return NonFiniteLogits(name, self.detail)
+
+
+def _refuse_non_finite(logits: np.ndarray, tiles: list[tuple[int, int]], grid: TileGrid, name: str) -> None:
+    """Raise naming the first of ``tiles`` whose ``(K, t, u)`` logits hold NaN or infinity."""
+    finite = np.isfinite(logits).reshape(len(logits), -1).all(axis=1)  # (B',)
+    if finite.all():
+        return
+    i, j = tiles[int(np.argmin(finite))]
+    row, col = max(0, grid.rows.starts[i] - grid.rows.out_offset), max(0, grid.cols.starts[j] - grid.cols.out_offset)
+    raise NonFiniteLogits(name, f"the model returned NaN or infinite logits for the tile at row {row}, column {col} of finite pixels "
+                                "(its arithmetic overflowed); predict with --precision fp32, or rescale the image to the range it was trained on")
 
 
 def keep_logits(logits: np.ndarray, valid: np.ndarray | None) -> list[np.ndarray]:

@@ -10,7 +10,8 @@ The tiles, their batches and the stitching are those of in-memory prediction
 included, so the streamed mask equals the in-memory one bit for bit, in valid and in same mode.
 
 Outputs are written under ``.NAME.partial`` beside the target and renamed at the end: an interrupted run
-never leaves a file at the target name, and the next run removes the leftovers.
+never leaves a file at the target name, and the next run removes the leftovers. A run stopped by an error
+(a NaN pixel found in a window, a model whose logits overflow) deletes its partial files before it reports.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def local_results(source, seg: Segmenter, grid: TileGrid) -> Iterator[TileResult
     mean = np.asarray(seg.meta["normalization"]["mean"], np.float32)
     std = np.asarray(seg.meta["normalization"]["std"], np.float32)
     for batch, (x, valid) in prefetched(grid.batches, lambda b: load_batch(source, grid, b, mean, std)):
-        yield from forward_batch(seg.forward, grid, batch, x, valid)
+        yield from forward_batch(seg.forward, grid, batch, x, valid, name=str(source.path))
 
 
 def mask_outputs(nodata_class: int, probabilities: bool) -> Reduce:

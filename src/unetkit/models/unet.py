@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from unetkit.models.blocks import DoubleConv, Up, skip_margins
 from unetkit.errors import UnetkitError
+from unetkit.models.blocks import DoubleConv, Up, skip_margins
 from unetkit.models.config import ModelConfig, check_input_size
 
 
@@ -79,10 +79,13 @@ def unet_from_weights(config: object, weights: object, where: str) -> UNet:
     """The U-Net that a checkpoint's metadata ``config`` describes, holding ``weights`` (a state dict).
 
     The description is checked against the stored tensors first, on PyTorch's meta device where no memory is
-    allocated, so edited metadata (``depth: 40``, a billion channels) is refused before any network is built.
+    allocated, so edited metadata (``depth: 40``, a billion channels) is refused before any network is built;
+    then the values: weights must be finite real numbers and batch-norm variances not negative, or every
+    prediction would be NaN.
 
     Raises:
-        UnetkitError: naming ``where`` when ``config`` is no U-Net configuration or does not match ``weights``.
+        UnetkitError: naming ``where`` when ``config`` is no U-Net configuration, does not match ``weights``, or
+            a stored tensor holds values no trained network has.
     """
     damaged = "the file is damaged or was edited; re-train or re-copy it"
     try:
@@ -96,6 +99,19 @@ def unet_from_weights(config: object, weights: object, where: str) -> UNet:
         key = next(k for k in sorted(set(expected) | set(stored)) if expected.get(k) != stored.get(k))
         raise UnetkitError(f"{where}: its model metadata does not match its weights ({key}: {expected.get(key)} by the metadata, "
                            f"{stored.get(key)} stored); {damaged}")
+    _check_values(weights, where)
     net = UNet(cfg)
     net.load_state_dict(weights)
     return net
+
+
+def _check_values(weights: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse complex, NaN or infinite weights and negative batch-norm variances, naming the first such tensor."""
+    for key, tensor in weights.items():
+        if tensor.is_complex():
+            raise UnetkitError(f"{where}: its weights {key} are complex numbers; the file is damaged or was edited; re-train or re-copy it")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UnetkitError(f"{where}: its weights {key} hold NaN or infinite values, so every prediction would be NaN; the training "
+                               "that wrote it diverged or the file is damaged: use an earlier checkpoint or re-train")  # fmt: skip
+        if key.endswith("running_var") and bool((tensor < 0).any()):
+            raise UnetkitError(f"{where}: its batch-norm variances {key} are negative; the file is damaged or was edited; re-train or re-copy it")
