@@ -60,7 +60,7 @@ def test_a_bad_switch_value_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_status:
         parse(["train", "--data", "d", "--deterministic=maybe"])
     assert exit_status.value.code == 2
-    assert capsys.readouterr().err.strip().endswith("unetkit: error: --deterministic: expected true or false, got 'maybe'")
+    assert capsys.readouterr().err.strip() == "unetkit: error: --deterministic: expected true or false, got 'maybe'; see 'unetkit --help'"
 
 
 def test_lists_comma_separated():

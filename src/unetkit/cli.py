@@ -16,6 +16,7 @@ import json
 import shlex
 import sys
 from dataclasses import MISSING, dataclass, fields
+from typing import NoReturn
 
 from unetkit.commands import (
     CheckOptions, DemoOptions, EvaluateOptions, ExportOptions, PredictOptions, RecipeOptions, RunsOptions, ServeOptions,
@@ -139,8 +140,15 @@ def _groups(command: Command) -> list[tuple[str | None, list]]:
     return [(None, groups.pop(None, []))] + list(groups.items())
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in one line, like every other unetkit error (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"unetkit: error: {message}; see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="unetkit",
         description="U-Net semantic segmentation: train, predict on images of any size, evaluate.",
         epilog="Run 'unetkit COMMAND --help' for a command's options. Start with 'unetkit demo'.",
@@ -249,7 +257,10 @@ def _print_text(command: str, result, args: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse(argv)
+    try:
+        args = parse(argv)
+    except SystemExit as stop:  # --help, --version, or a bad command line (its line is printed)
+        return stop.code if isinstance(stop.code, int) else 2
     command, debug, as_json = args.pop("command"), args.pop("debug"), args.pop("json")
     if command == "recipe":
         args["command"] = "unetkit " + " ".join(shlex.quote(a) for a in argv)
