@@ -19,6 +19,12 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 RED, GREEN = (255, 0, 0), (0, 255, 0)
 
 
+@pytest.fixture(autouse=True)
+def in_a_scratch_folder(tmp_path, monkeypatch):
+    """check writes its default preview (unetkit-check.png) into the working folder: make that a fresh one per test."""
+    monkeypatch.chdir(tmp_path)
+
+
 def _png(path: Path, array, mode: str | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.asarray(array, dtype=np.uint8), mode=mode).save(path)

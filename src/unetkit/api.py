@@ -22,7 +22,6 @@ from unetkit.engine.launcher import launch
 from unetkit.engine.resume import resolve_run
 from unetkit.engine.trainer import TrainResult, train as run
 from unetkit.errors import UnetkitError
-from unetkit.files import refuse_clashes
 from unetkit.exporting import export_model
 from unetkit.inference.options import InferenceOptions
 from unetkit.inference.predictor import Segmenter, probabilities_to_mask
@@ -31,6 +30,7 @@ from unetkit.inference.stitch import NonFiniteLogits
 from unetkit.inference.stream import predict_stream, probabilities_path, stream_targets
 from unetkit.instances import instance_files, model_target, write_instances
 from unetkit.loading import load_segmenter
+from unetkit.outputs import refuse_inside, refuse_unsafe_outputs
 from unetkit.report import overlay as draw_overlay
 from unetkit.tracking import run_callbacks
 
@@ -130,7 +130,7 @@ def predict(model: str | Path | Segmenter, inputs: list[str | Path] | str | Path
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     o = PredictOptions.build("predict", model=model, inputs=inputs, out=out, **options)
     items, out = _inputs(inputs), Path(out)
-    _refuse_output_in_inputs(inputs, out)
+    refuse_inside(out, [item for item in map(Path, inputs) if item.is_dir()], "--out")
     for _, path in items:  # every input is checked before any output is written (headers, zarr metadata)
         if is_zarr(path):
             open_source(path).close()
@@ -141,7 +141,8 @@ def predict(model: str | Path | Segmenter, inputs: list[str | Path] | str | Path
     if streamed and (o.overlay or o.instances):
         raise UnetkitError(f"{next(iter(streamed.values()))} is streamed; --overlay and --instances need an image that fits in memory (pass --stream never)")
     planned = [(target, path) for key, path in items for target in _output_files(key, out, o, streamed.get(key)).values()]
-    refuse_clashes(planned, [path for _, path in items], "--out")
+    models = [Path(model)] if isinstance(model, (str, Path)) else []
+    refuse_unsafe_outputs(planned, [path for _, path in items], "--out", o.overwrite, models)
     seg = load_segmenter(model, InferenceOptions.pick(o))
     kind = model_target(seg.meta, str(model) if isinstance(model, (str, Path)) else "the model") if o.instances else None  # refuses models that cannot give objects
     written: list[Path] = []
@@ -176,12 +177,6 @@ def _warn_unused_dask(o: PredictOptions, in_memory: list[Path]) -> None:
     names = ", ".join(p.name for p in in_memory[:3]) + (f" and {len(in_memory) - 3} more" if len(in_memory) > 3 else "")
     print(f"unetkit: warning: {flag} applies to streamed images only; {names} will be predicted here in memory "
           "(pass --stream always to run them on Dask)", file=sys.stderr)
-
-
-def _refuse_output_in_inputs(inputs: list, out: Path) -> None:
-    for item in map(Path, inputs):
-        if item.is_dir() and (out.resolve() == item.resolve() or item.resolve() in out.resolve().parents):
-            raise UnetkitError(f"--out {out} is inside the input folder {item}; predictions would mix with the images, choose another --out")
 
 
 def _predict_image(seg: Segmenter, path: Path, out: Path, key: str, o: PredictOptions, kind: str | None) -> list[Path]:
@@ -230,7 +225,7 @@ def check(data: str | Path, **options) -> dict:
         (True, 'binary', [2.27, 0.64])
     """
     o = CheckOptions.build("check", data=data, **options)
-    return diagnose(o.data, o.mask_mode, o.preview, o.preview_count, o.weights, o.weight_w0, o.weight_sigma, o.progress)
+    return diagnose(o.data, o.mask_mode, o.preview, o.preview_count, o.weights, o.weight_w0, o.weight_sigma, o.progress, o.overwrite)
 
 
 def export(model: str | Path, out: str | Path, **options) -> Path:
@@ -250,6 +245,8 @@ def export(model: str | Path, out: str | Path, **options) -> Path:
         >>> unetkit.predict("model.onnx", ["scans/"], out="preds/")  # doctest: +SKIP
     """
     o = ExportOptions.build("export", model=model, out=out, **options)
+    models = [Path(model)] if isinstance(model, (str, Path)) else []
+    refuse_unsafe_outputs([(Path(o.out), Path("the export"))], [], "--out", o.overwrite, models)
     return export_model(model, o.out, format=o.format, tile=o.tile)
 
 

@@ -27,10 +27,11 @@ from unetkit.data.io import read_image, write_png, write_tiff
 from unetkit.data.splits import implied_from
 from unetkit.data.survey import Description, describe, mask_summary
 from unetkit.data.weights import balanced_class_weights, border_weight_map
-from unetkit.files import refuse_clashes
+from unetkit.outputs import refuse_unsafe_outputs
 from unetkit.report import overlay, overlay_colors
 
 _THUMB = 256  # preview tile size in pixels
+PREVIEW_MARK = "unetkit check preview"  # PNG text of the previews check writes
 
 
 def _empty_report(data: str | os.PathLike) -> dict:
@@ -84,6 +85,7 @@ def diagnose(
     weight_w0: float,
     weight_sigma: float,
     progress: bool,
+    overwrite: bool = False,
 ) -> dict:
     """Check a data set and report every problem; see :func:`unetkit.check` for the public entry point and the defaults."""
     problems: list[Problem] = []
@@ -95,7 +97,7 @@ def diagnose(
         class_weights = balanced_class_weights(description.class_pixels)
         _add_description(report, found.spec, description, class_weights, found.mask_reason)
         decoded = description.decoded
-        _refuse_overwriting_inputs(decoded, preview, weights)
+        _refuse_unsafe_outputs(decoded, preview, weights, overwrite)
         if preview is not None and decoded:
             report["preview"] = str(write_preview(preview, decoded[:preview_count], found.spec))
         if weights is not None and decoded:
@@ -138,18 +140,28 @@ def write_preview(path: str | os.PathLike, decoded: list[tuple[Pair, np.ndarray]
         uncoloured = " (not tinted)" if name.lower() in ("background", "bg") else ""
         draw.text((x + 22, y + 2), f"{n} {name}{uncoloured}", fill="black")
     draw.text((4, y0 + legend_rows * 18 + 2), "ignored pixels are not tinted", fill="black")
-    write_png(path, np.asarray(canvas))
+    write_png(path, np.asarray(canvas), text={"Software": PREVIEW_MARK})
     return Path(path)
 
 
-def _refuse_overwriting_inputs(decoded: list, preview: str | os.PathLike | None, weights: str | os.PathLike | None) -> None:
-    """Before check writes anything: neither the preview nor a weight map may replace an image or a mask."""
+def is_preview(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a preview that check wrote (marked in its PNG text), which a later check may replace."""
+    try:
+        with Image.open(path) as image:
+            return getattr(image, "text", {}).get("Software") == PREVIEW_MARK
+    except (OSError, ValueError):
+        return False
+
+
+def _refuse_unsafe_outputs(decoded: list, preview: str | os.PathLike | None, weights: str | os.PathLike | None, overwrite: bool) -> None:
+    """Before check writes anything: neither the preview nor a weight map may replace an image or a mask, nor
+    (without ``overwrite``) an earlier file or land beside the data's files; an earlier check's preview is replaced."""
     inputs = [p for pair, _ in decoded for p in (pair.image, pair.mask) if p is not None]
     if preview is not None:
-        refuse_clashes([(Path(preview), Path("the preview"))], inputs, "--preview")
+        refuse_unsafe_outputs([(Path(preview), Path("the preview"))], inputs, "--preview", overwrite or is_preview(preview))
     if weights is not None:
         planned = [(Path(weights) / f"{pair.key}{suffix}", pair.image) for pair, _ in decoded for suffix in (".tif", ".png")]
-        refuse_clashes(planned, inputs, "--weights")
+        refuse_unsafe_outputs(planned, inputs, "--weights", overwrite)
 
 
 def write_weight_maps(out: str | os.PathLike, decoded, spec: DataSpec, class_weights, w0: float, sigma: float, progress: bool) -> Path:

@@ -27,6 +27,7 @@ RUN_SETTINGS = ("model_size", "base_channels", "depth", "patch_size", "loss", "o
 RUN_COLUMNS = ("run", "status", "data", *RUN_SETTINGS, "epochs", "minutes", "dice", "iou")
 
 _PROGRESS = "show progress bars"
+_OVERWRITE = "replace files that already exist where the outputs go, and write beside inputs (an input itself is never replaced)"
 
 
 @dataclass(kw_only=True)
@@ -61,6 +62,7 @@ class PredictOptions(InferenceOptions, InstanceOptions):
     nodata_class: int = opt(NODATA_CLASS, "GeoTIFF input: class written where all bands are nodata; those tiles are skipped", low=0, high=65535)
     dask: str | None = opt(None, "run the tiles of streamed images on this Dask scheduler (e.g. tcp://host:8786)", metavar="ADDRESS")
     dask_workers: int = opt(0, "run the tiles of streamed images on a local Dask cluster of N worker processes instead", low=0, metavar="N")
+    overwrite: bool = opt(False, _OVERWRITE)
 
 
 @dataclass(kw_only=True)
@@ -94,8 +96,9 @@ class CheckOptions(Options):
     preview_count: int = opt(12, "pairs drawn in the preview", low=1)
     weights: str | None = opt(None, "write the paper's border weight map of every pair into this folder", metavar="DIR")
     weight_w0: float = opt(W0, "border term height w0", low=0)
-    weight_sigma: float = opt(SIGMA, "border term width sigma in pixels", low=0)
+    weight_sigma: float = opt(SIGMA, "border term width sigma in pixels", above=0)
     progress: bool = opt(True, _PROGRESS)
+    overwrite: bool = opt(False, _OVERWRITE)
 
 
 @dataclass(kw_only=True)
@@ -103,9 +106,10 @@ class ExportOptions(Options):
     """``unetkit.export``: a model file that carries its normalisation, classes, colours and geometry."""
 
     model: str = opt(help="checkpoint: a run's best.pt or last.pt")
-    out: str = opt(help="file to write: model.onnx (or e.g. model.torchscript); replaced if it exists")
+    out: str = opt(help="file to write: model.onnx (or e.g. model.torchscript)")
     format: str = opt("onnx", "file format", EXPORT_FORMATS)
     tile: int = opt(DEFAULT_TILE, "recommended input tile size stored in the file", low=1)
+    overwrite: bool = opt(False, "replace --out if it exists")
 
 
 @dataclass(kw_only=True)
@@ -163,6 +167,7 @@ class RecipeOptions(Options):
     figure_path: str | None = opt(None, "also write the figure here (e.g. docs/gallery/NAME.png)", metavar="PNG")
     figure_images: int = opt(3, "validation images in the figure", low=1)
     progress: bool = opt(True, _PROGRESS)
+    overwrite: bool = opt(False, "start over in an --out that holds an earlier run of the recipe, and replace --figure-path")
     command: str | None = opt(None, "the command line that ran this, recorded in results.json", cli=False)
 
 

@@ -408,11 +408,14 @@ def run_evaluation(samples: Iterable[Sample], classes: list[str], colors: list, 
 
 
 def _refuse_unsafe_outputs(o: EvaluateOptions, folders: list[Path], files: Iterable[Path]) -> None:
-    """The scores file and the report folder may replace no input, nor (without ``--overwrite``) an earlier file."""
+    """The scores file and the report folder may replace no input, nor (without ``--overwrite``) an earlier file; they may
+    sit beside the model (in its run folder), not among the images, masks or predictions."""
+    models = [Path(o.model)] if isinstance(o.model, (str, Path)) else []
+    files = list(files)
     if o.json_path is not None:
-        refuse_unsafe_outputs([(Path(o.json_path), Path("the scores"))], files, "--json-path", o.overwrite)
+        refuse_unsafe_outputs([(Path(o.json_path), Path("the scores"))], files, "--json-path", o.overwrite, models)
     if o.report_dir is not None:
-        refuse_unsafe_folder(o.report_dir, files, "--report-dir", o.overwrite, folders)
+        refuse_unsafe_folder(o.report_dir, [*files, *models], "--report-dir", o.overwrite, folders)
 
 
 def evaluate(**options) -> dict:
@@ -461,8 +464,7 @@ def evaluate(**options) -> dict:
         classes, colors, groups = model_scoring(seg, spec, o.metrics, o.instances, str(o.data))
         if run is None and isinstance(o.model, (str, Path)):
             run = Path(o.model).parent
-        inputs = [Path(o.model)] if isinstance(o.model, (str, Path)) else []
-        _refuse_unsafe_outputs(o, [spec.root], [*inputs, *(p.image for p in spec.pairs), *(p.mask for p in spec.pairs)])
+        _refuse_unsafe_outputs(o, [spec.root], [*(p.image for p in spec.pairs), *(p.mask for p in spec.pairs)])
         samples = model_samples(seg, spec, spec.pairs, groups, report is not None, o.progress, post)
     elif o.pred is not None and o.truth is not None and o.model is None and o.data is None:
         spec, truth_root = truth_spec(o.truth)

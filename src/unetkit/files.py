@@ -1,5 +1,5 @@
-"""Writing files safely: an output appears complete or not at all, and never in place of an input. The bottom of
-the package, used by every layer."""
+"""Writing files safely: an output appears complete or not at all. Where outputs may go is :mod:`unetkit.outputs`.
+The bottom of the package, used by every layer."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import contextlib
 import errno
 import os
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from unetkit.errors import UnetkitError
@@ -82,26 +82,3 @@ def write_error(path: Path, error: OSError) -> str:
     fix = _WRITE_FIXES.get(error.errno, "choose a writable output folder")
     kept = f"; the previous {path.name} is kept" if path.is_file() else ""
     return f"{path}: cannot write ({reason[:1].lower() + reason[1:]}); {fix}{kept}"
-
-
-def refuse_clashes(planned: Iterable[tuple[Path, Path]], inputs: Iterable[Path], option: str) -> None:
-    """Check a command's outputs before it writes any: none may be an input file, and no two may share a name.
-
-    Args:
-        planned: ``(output file, the input it comes from)`` for every file the command will write.
-        inputs: Every input file of the command.
-        option: The option that chose the outputs' place (``--out``), named in the error.
-
-    Raises:
-        UnetkitError: naming the output, the input it would replace or the other input that writes it, and the fix.
-    """
-    given = {Path(p).resolve(): Path(p) for p in inputs}
-    claimed: dict[Path, Path] = {}
-    for target, source in planned:
-        where = Path(target).resolve()
-        if where in given:
-            raise UnetkitError(f"{option}: {target} would overwrite the input {given[where]}; choose a {option} that holds no inputs")
-        if where in claimed:
-            raise UnetkitError(f"{claimed[where]} and {source} would both write {target}; rename one of them or write them to "
-                               f"separate {option} folders")
-        claimed[where] = Path(source)

@@ -23,7 +23,7 @@ def _resolved(paths: Iterable[str | os.PathLike]) -> dict[Path, Path]:
 
 
 def refuse_unsafe_outputs(planned: Iterable[tuple[Path, Path]], inputs: Iterable[str | os.PathLike], option: str,
-                          overwrite: bool = False) -> None:
+                          overwrite: bool = False, models: Iterable[str | os.PathLike] = ()) -> None:
     """Check the files a command will write, before it writes any.
 
     Args:
@@ -32,17 +32,20 @@ def refuse_unsafe_outputs(planned: Iterable[tuple[Path, Path]], inputs: Iterable
         inputs: Every file the command reads (images, masks, models).
         option: The option that placed the outputs (``--out``), named in the error.
         overwrite: The user allows replacing existing files and writing beside inputs.
+        models: Model files the command reads: never replaced, but outputs may sit beside them (a run folder
+            is where an export or a report belongs; an image folder is not).
 
     Raises:
         UnetkitError: naming the output, the input or file it would replace or the other source that writes
             it, and the fix.
     """
     planned = [(Path(t), Path(s)) for t, s in planned]
-    given = _resolved(inputs)
+    inputs = [Path(p) for p in inputs]
+    given = _resolved([*inputs, *models])
     for target, _ in planned:  # replacing an input is refused first, whatever else is wrong
         if target.resolve() in given:
             raise UnetkitError(f"{option}: {target} would overwrite the input {given[target.resolve()]}; choose a {option} that holds no inputs")
-    beside = {where.parent: path for where, path in given.items()}
+    beside = {where.parent: path for where, path in _resolved(inputs).items()}
     claimed: dict[Path, Path] = {}
     for target, source in planned:
         where = target.resolve()
@@ -52,6 +55,9 @@ def refuse_unsafe_outputs(planned: Iterable[tuple[Path, Path]], inputs: Iterable
         claimed[where] = source
         if target.is_dir():
             raise UnetkitError(f"{option}: {target} is a folder where a file would be written; remove it or choose another {option}")
+        blocking = next((p for p in target.parents if p.exists()), None)
+        if blocking is not None and not blocking.is_dir():
+            raise UnetkitError(f"{option}: {blocking} is a file, not a folder, so {target} cannot be written there; choose another {option}")
         if overwrite:
             continue
         if target.exists() or target.is_symlink():
@@ -70,6 +76,14 @@ def refuse_inside(folder: str | os.PathLike, input_folders: Iterable[str | os.Pa
                                f"{option} outside it")
 
 
+def refuse_holding(folder: str | os.PathLike, inputs: Iterable[str | os.PathLike], option: str) -> None:
+    """Refuse an output ``folder`` that is, or holds, one of ``inputs`` (files or folders such as a data set)."""
+    root = Path(folder).resolve()
+    for where, path in _resolved(inputs).items():
+        if where.is_relative_to(root):
+            raise UnetkitError(f"{option}: {folder} holds the input {path}; choose a {option} that holds no inputs")
+
+
 def refuse_unsafe_folder(folder: str | os.PathLike, inputs: Iterable[str | os.PathLike], option: str, overwrite: bool = False,
                          input_folders: Iterable[str | os.PathLike] = ()) -> None:
     """Check a folder a command will fill with files whose names it does not plan one by one (a report).
@@ -84,10 +98,7 @@ def refuse_unsafe_folder(folder: str | os.PathLike, inputs: Iterable[str | os.Pa
     if folder.exists() and not folder.is_dir():
         raise UnetkitError(f"{option}: {folder} is a file, not a folder; choose another {option}")
     refuse_inside(folder, input_folders, option)
-    root = folder.resolve()
-    for where, path in _resolved(inputs).items():
-        if where.is_relative_to(root):
-            raise UnetkitError(f"{option}: {folder} holds the input {path}; choose a {option} that holds no inputs")
+    refuse_holding(folder, inputs, option)
     if not overwrite and folder.is_dir():
         held = sorted(p.name for p in folder.iterdir())
         if held:

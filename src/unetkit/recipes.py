@@ -18,9 +18,10 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from unetkit.commands import RecipeOptions
+from unetkit.commands import RecipeOptions, TrainRun
 from unetkit.config import make_config
 from unetkit.data.dataset import DataSpec, load_spec, read_instances, read_pair
+from unetkit.engine.resume import refuse_data_folder, refuse_taken_folder
 from unetkit.engine.run_folder import RunFolder
 from unetkit.engine.trainer import train
 from unetkit.errors import UnetkitError
@@ -28,6 +29,7 @@ from unetkit.evaluation import evaluate
 from unetkit.files import atomic_write
 from unetkit.instances import probabilities_to_instances
 from unetkit.loading import load_segmenter
+from unetkit.outputs import refuse_unsafe_outputs
 from unetkit.report import colorize, to_display
 from unetkit.tracking import run_callbacks
 from unetkit.yaml_files import read_yaml
@@ -175,6 +177,9 @@ def recipe(recipe: str | Path, **options) -> dict:
     dataset, config = recipe_files(recipe)
     name = Path(recipe).resolve().name
     out = Path(out or Path("runs") / name)
+    refuse_data_folder(out, data, dataset)
+    if figure_path is not None:
+        refuse_unsafe_outputs([(Path(figure_path), Path("the figure"))], [], "--figure-path", o.overwrite)
     if data is not None:
         dataset = relocated_dataset(dataset, data, out)
     try:
@@ -183,11 +188,12 @@ def recipe(recipe: str | Path, **options) -> dict:
         raise UnetkitError(f"{error} (recipe {recipe}: pass --data PATH where the {name} data set is)") from None
     started = monotonic()
     cfg = make_config(config, data=str(dataset), out=str(out / "run"), time=time, progress=progress, report=False, **options)
+    refuse_taken_folder(RunFolder(cfg.out), TrainRun(overwrite=o.overwrite))  # an earlier run of the recipe is replaced only when asked
     with run_callbacks(cfg) as callbacks:  # the trackers of the recipe's --log, if any
         result = train(cfg, callbacks=callbacks)
     train_minutes = result.seconds / 60
     best = RunFolder(cfg.out).best
-    scores = evaluate(model=best, data=dataset, split="val", json_path=out / "metrics.json", report_dir=out / "report",
+    scores = evaluate(model=best, data=dataset, split="val", json_path=out / "metrics.json", report_dir=out / "report", overwrite=True,
                       instances=cfg.target == "instances", progress=progress)
     val_spec = load_spec(dataset, split="val")
     rows, classes, colors, instances = figure_rows(best, val_spec, o.figure_images)

@@ -90,10 +90,10 @@ def test_output_folder_problems(models, tmp_path, capsys):
     inputs.mkdir()
     Image.fromarray(GOOD).save(inputs / "a.png")
     model = str(models["gray"])
-    expect_error(capsys, ["predict", "--model", model, str(inputs), "--out", str(inputs)], "inside the input folder")
-    expect_error(capsys, ["predict", "--model", model, str(inputs), "--out", str(inputs / "preds")], "inside the input folder")
+    expect_error(capsys, ["predict", "--model", model, str(inputs), "--out", str(inputs)], "lies in the input folder")
+    expect_error(capsys, ["predict", "--model", model, str(inputs), "--out", str(inputs / "preds")], "lies in the input folder")
     (tmp_path / "file").write_text("x")
-    expect_error(capsys, ["predict", "--model", model, str(inputs), "--out", str(tmp_path / "file")], "cannot write")
+    expect_error(capsys, ["predict", "--model", model, str(inputs), "--out", str(tmp_path / "file")], "is a file, not a folder")
     expect_error(capsys, ["predict", "--model", model, str(tmp_path / "nope.png"), "--out", str(tmp_path / "o")], "no such file or folder", ["nope.png"])
     assert sorted(p.name for p in inputs.iterdir()) == ["a.png"]
 

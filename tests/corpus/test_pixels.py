@@ -157,7 +157,7 @@ def test_nan_streamed_into_a_named_file_keeps_the_previous_result(models, tmp_pa
     (tmp_path / "masks" / "mask.tif").write_bytes(b"previous result")
     inputs = Untouched(tmp_path / "slide.tif", tmp_path / "masks")
     expect_error(capsys, ["predict", "--model", models["gray"], tmp_path / "slide.tif", "--out", tmp_path / "masks" / "mask.tif", "--probabilities",
-                          "--no-progress", *SMALL_TILES], "NaN or infinite", ["slide.tif"])
+                          "--no-progress", "--overwrite", *SMALL_TILES], "NaN or infinite", ["slide.tif"])
     inputs.check()  # the earlier mask is untouched and no partial file (.mask.tif.partial, mask_prob.tif) is left beside it
     assert aborted and min(aborted) >= 256, aborted  # rows had been written to both outputs before the NaN was read
 

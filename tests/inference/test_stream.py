@@ -223,7 +223,7 @@ def test_a_killed_run_leaves_no_output_and_the_next_run_succeeds(tmp_path):
     target = tmp_path / "mask.tif"
     target.write_bytes(b"previous result")
     cmd = [sys.executable, "-m", "unetkit", "predict", "--model", str(ckpt), str(tmp_path / "in.tif"), "--out", str(target),
-           "--tile", "100", "--batch-size", "1", "--device", "cpu", "--no-progress"]  # fmt: skip
+           "--tile", "100", "--batch-size", "1", "--device", "cpu", "--no-progress", "--overwrite"]  # fmt: skip
     child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     partial = partial_path(target)
     deadline = time.monotonic() + 120

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from unetkit.data.pixels import check_dtype, check_pixels, check_shape
 from unetkit.errors import UnetkitError
@@ -311,12 +312,13 @@ def read_palette(path: str | os.PathLike) -> np.ndarray | None:
     return np.array(palette, dtype=np.uint8).reshape(-1, 3)
 
 
-def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
+def write_png(path: str | os.PathLike, array: np.ndarray, text: dict[str, str] | None = None) -> None:
     """Write ``(H, W)`` uint8/uint16 or ``(H, W, 3|4)`` uint8 to a PNG file, atomically.
 
     Args:
         path: The ``.png`` file to create or replace.
         array: Gray (8 or 16 bit), RGB or RGBA pixels.
+        text: ``tEXt`` entries to store (e.g. ``{"Software": "unetkit check"}``).
 
     Raises:
         UnetkitError: The dtype or shape cannot be stored losslessly in a PNG.
@@ -332,8 +334,11 @@ def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
             f"{path}: cannot write {array.dtype} array of shape {array.shape} as PNG; pass (H, W) "
             "uint8/uint16 or (H, W, 3|4) uint8 (e.g. mask.astype(np.uint8)), or use write_tiff"
         )
+    info = PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value)
     with atomic_write(path) as tmp:
-        Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")
+        Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG", pnginfo=info)
 
 
 def write_tiff(path: str | os.PathLike, array: np.ndarray) -> None:

@@ -12,6 +12,7 @@ from unetkit.config import TrainConfig, make_config
 from unetkit.engine.distributed import env_rank
 from unetkit.engine.run_folder import RunFolder
 from unetkit.errors import UnetkitError
+from unetkit.outputs import refuse_holding, refuse_inside
 
 
 #: Options that fix the network's shape: a resumed run keeps its own.
@@ -101,8 +102,19 @@ def resolve_run(start: TrainRun, options: dict) -> tuple[TrainConfig, dict | Non
     folder = RunFolder(cfg.out)
     if restarted_from(folder):
         return resume_config(cfg.out, force=start.force, **options)
+    refuse_data_folder(cfg.out, cfg.data, cfg.val)
     refuse_taken_folder(folder, start)
     return cfg, None
+
+
+def refuse_data_folder(out: str | Path, *data: str | Path | None) -> None:
+    """Refuse an output folder that is, or holds, a data set (folder or dataset.yaml), or lies in its images or masks
+    (overwrite or not)."""
+    for given in filter(None, data):
+        path = Path(given)
+        root = path.parent if path.is_file() else path
+        refuse_holding(out, [path], "--out")
+        refuse_inside(out, [root / "images", root / "masks"], "--out")
 
 
 def refuse_taken_folder(folder: RunFolder, start: TrainRun) -> None:

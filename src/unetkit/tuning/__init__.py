@@ -22,6 +22,7 @@ from pathlib import Path
 
 from unetkit.commands import TuneOptions
 from unetkit.config import TrainConfig, load_config_file, make_config
+from unetkit.engine.resume import refuse_data_folder
 from unetkit.engine.training_data import load_split
 from unetkit.errors import UnetkitError
 from unetkit.options import check_keys
@@ -80,6 +81,7 @@ def tune(**options) -> TuneResult:
     defaults, outside = default_params(searched, base)
     notes += outside
     out = Path(out)
+    refuse_data_folder(out, data, base.val)
     out.mkdir(parents=True, exist_ok=True)
     kept = {k: v for k, v in fixed.items() if k not in RUNTIME}  # what a resumed search must share with this one
     setup = json.dumps({"data": str(Path(data).resolve()), "space": searched, "fixed": kept}, sort_keys=True)
