@@ -196,7 +196,7 @@ class PerfectSegmenter(Segmenter):
         super().__init__(SimpleNamespace(config=SimpleNamespace(in_channels=1)), meta)
         self.labels = labels
 
-    def logits(self, image: np.ndarray) -> np.ndarray:
+    def logits(self, image: np.ndarray, name: str = "image") -> np.ndarray:
         return np.log(perfect_probabilities(self.labels, blur=1.0) + 1e-6)
 
 

@@ -26,7 +26,6 @@ from unetkit.exporting import export_model
 from unetkit.inference.options import InferenceOptions
 from unetkit.inference.predictor import Segmenter, probabilities_to_mask
 from unetkit.inference.sources import is_zarr, open_source
-from unetkit.inference.stitch import NonFiniteLogits
 from unetkit.inference.stream import predict_stream, probabilities_path, stream_targets
 from unetkit.instances import instance_files, model_target, write_instances
 from unetkit.loading import load_segmenter
@@ -182,11 +181,7 @@ def _warn_unused_dask(o: PredictOptions, in_memory: list[Path]) -> None:
 def _predict_image(seg: Segmenter, path: Path, out: Path, key: str, o: PredictOptions, kind: str | None) -> list[Path]:
     """Predict one image that fits in memory and write its mask and the extra outputs ``o`` asks for."""
     image = read_image(path)
-    seg.check_image(image, str(path))
-    try:
-        probs = seg.predict_proba(image)  # (K, H, W)
-    except NonFiniteLogits as error:
-        raise error.named(str(path)) from None
+    probs = seg.predict_proba(image, str(path))  # (K, H, W)
     mask = probabilities_to_mask(probs)
     files = _output_files(key, out, o, None)
     write_png(files["mask"], mask)

@@ -221,8 +221,7 @@ def model_samples(seg: Segmenter, spec: DataSpec, pairs: list[Pair], groups: tup
     target = seg.meta.get("target", "semantic")
     for index, pair in enumerate(tqdm(pairs, desc="evaluate", unit="img", disable=not progress or len(pairs) < 2)):
         image, mask = read_pair(pair, spec)
-        seg.check_image(image, str(pair.image))
-        probs = seg.predict_proba(image)  # (K, H, W)
+        probs = seg.predict_proba(image, str(pair.image))  # (K, H, W)
         foreground = 1.0 - probs[0] if target == "instances" else probs[1]  # isbi: binary data only
         pred = (foreground > 0.5).astype(np.int64) if target == "instances" else probabilities_to_mask(probs).astype(np.int64)
         objects = None

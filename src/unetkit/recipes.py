@@ -130,10 +130,10 @@ def figure_rows(model: Path, spec: DataSpec, count: int) -> tuple[list, list[str
     for pair in spec.pairs[::step][:count]:
         image, truth = read_pair(pair, spec)
         if target == "instances":
-            probs = seg.predict_proba(image)
+            probs = seg.predict_proba(image, str(pair.image))
             truth, pred = read_instances(pair, spec), probabilities_to_instances(probs, target)[0].astype(np.int64)
         else:
-            pred = seg.predict_mask(image).astype(np.int64)
+            pred = seg.predict_mask(image, str(pair.image)).astype(np.int64)
         rows.append((pair.key, image, truth, pred))
     return rows, list(spec.classes), [list(c) for c in spec.colors], target == "instances"
 

@@ -245,24 +245,23 @@ class Segmenter:
             raise UnetkitError(f"{name} has {channels} channel(s); this model was trained on {self.config.in_channels}; "
                                "convert the image to the training data's channels")  # fmt: skip
 
-    def logits(self, image: np.ndarray) -> np.ndarray:
+    def logits(self, image: np.ndarray, name: str = "image") -> np.ndarray:
         """(H, W, C) image in its native dtype -> (K, H, W) float32 logits.
 
         Raises:
-            UnetkitError: the image is refused (:meth:`check_image`), or
-                :class:`~unetkit.inference.stitch.NonFiniteLogits` when the model's output overflows
-                (``error.named(path)`` names the file).
+            UnetkitError: the image ``name`` is refused (:meth:`check_image`), or
+                :class:`~unetkit.inference.stitch.NonFiniteLogits` when the model's output overflows on it.
         """
-        self.check_image(image)
+        self.check_image(image, name)
         norm = self.meta["normalization"]
         # Normalised a batch of tiles at a time, so no float copy of the whole image exists.
         return tiled_logits(self.forward, image.transpose(2, 0, 1), self.options.tile, self.options.batch_size, progress=self.progress,
-                            transform=lambda x: standardize(x, norm["mean"], norm["std"], axis=1), name="image")
+                            transform=lambda x: standardize(x, norm["mean"], norm["std"], axis=1), name=name)
 
-    def predict_proba(self, image: np.ndarray) -> np.ndarray:
-        """(H, W, C) image -> (K, H, W) float32 class probabilities."""
-        return softmax(self.logits(image))
+    def predict_proba(self, image: np.ndarray, name: str = "image") -> np.ndarray:
+        """(H, W, C) image -> (K, H, W) float32 class probabilities; ``name`` is the file errors name."""
+        return softmax(self.logits(image, name))
 
-    def predict_mask(self, image: np.ndarray) -> np.ndarray:
+    def predict_mask(self, image: np.ndarray, name: str = "image") -> np.ndarray:
         """(H, W, C) image -> (H, W) class indices (uint8, or uint16 beyond 256 classes)."""
-        return self.logits(image).argmax(axis=0).astype(mask_dtype(len(self.classes)))
+        return self.logits(image, name).argmax(axis=0).astype(mask_dtype(len(self.classes)))

@@ -114,14 +114,10 @@ def forward_batch(forward: TileFunction, grid: TileGrid, batch: list[tuple[int, 
 
 
 class NonFiniteLogits(UnetkitError):
-    """The model returned NaN or infinite logits for finite input; ``named(path)`` is the same error naming a file."""
+    """The model returned NaN or infinite logits for finite input (the message names the image and the tile)."""
 
     def __init__(self, name: str, detail: str) -> None:
         super().__init__(f"{name}: {detail}")
-        self.detail = detail
-
-    def named(self, name: str) -> NonFiniteLogits:
-        return NonFiniteLogits(name, self.detail)
 
 
 def _refuse_non_finite(logits: np.ndarray, tiles: list[tuple[int, int]], grid: TileGrid, name: str) -> None:

@@ -208,11 +208,10 @@ def segment(seg: Segmenter, data: bytes, filename: str, content_type: str, limit
     """
     start = time.perf_counter()
     image = decode_upload(data, filename, content_type, limits)
-    try:
-        seg.check_image(image, filename)
+    try:  # a refused image, or logits that overflow on it
+        probs = seg.predict_proba(image, filename)  # (K, H, W)
     except UnetkitError as e:
         raise RequestError(422, str(e)) from None
-    probs = seg.predict_proba(image)  # (K, H, W)
     mask = probabilities_to_mask(probs)  # (H, W)
     if fmt == "png":
         return "image/png", png_bytes(mask)
