@@ -35,8 +35,8 @@ def save_checkpoint(path: str | Path, model_state: dict, meta: dict, **extra) ->
         extra: Further plain-data state (optimizer/scheduler state dicts, epoch counters).
     """
     payload = {"format": FORMAT, "version": VERSION, "meta": json.dumps(meta), "model": model_state, **extra}
-    with atomic_write(path) as tmp:
-        torch.save(payload, tmp)
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)  # through a Python file, so a full disk is an OSError (ENOSPC), not a RuntimeError
 
 
 def _first_line(error: BaseException, limit: int = 160) -> str:

@@ -337,7 +337,7 @@ class Trainer:
         loss = segmentation_loss(logits, y, cfg.loss, self.class_weights, IGNORE, weight_map)
         value = self.world.mean(loss)  # over the ranks: non-finite on all of them if on any
         if not math.isfinite(value):
-            self._diverged(value, y)
+            self._diverged(value)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -408,25 +408,18 @@ class Trainer:
     def _stop(self, status: str) -> None:
         call(self.callbacks, "on_stop", {"status": status, "epoch": self.progress["epoch"], "step": self.progress["step"]}, self.view)
 
-    def _diverged(self, loss: float, target: torch.Tensor) -> None:
+    def _diverged(self, loss: float) -> None:
         cfg, epoch, step = self.cfg, self.progress["epoch"] + 1, self.progress["step"] + 1
-        causes = self._divergence_causes(target)
+        causes = self._divergence_causes()
         call(self.callbacks, "on_stop", {"status": "nan", "epoch": epoch, "step": step, "lr_setting": cfg.resolved_lr, "causes": causes}, self.view)
         last = RunFolder(cfg.out).last
         kept = (f"the last good state is {last}; continue with --resume {last.parent} once changed" if last.is_file()
                 else "no epoch was saved, so start again once changed")
         raise UnetkitError(f"loss became {loss} at epoch {epoch}, step {step}; likely causes: {'; '.join(causes)}; {kept}")
 
-    def _divergence_causes(self, target: torch.Tensor) -> list[str]:
-        """What in this run can have made the loss of the batch with ``target`` (B, patch, patch) non-finite, most specific first."""
-        cfg, causes = self.cfg, []
-        if self.class_weights is not None and 0 in cfg.class_weights and cfg.loss in ("ce", "ce+dice"):
-            labelled = target[target != IGNORE]
-            # cross-entropy is a weighted mean: a batch of zero-weight pixels only is 0/0 (another rank's batch may be the one)
-            if self.world.size > 1 or float(self.class_weights[labelled].sum()) == 0:
-                zero = ", ".join(name for name, w in zip(self.data.classes, cfg.class_weights) if w == 0)
-                causes.append(f"--class-weights {','.join(f'{w:g}' for w in cfg.class_weights)} gives {zero} weight 0 and the batch "
-                              "held only such pixels, a loss of 0/0 (give every class a weight > 0)")
+    def _divergence_causes(self) -> list[str]:
+        """What in this run can have made the loss non-finite, most specific first."""
+        cfg, causes = self.cfg, []  # (zero class weights cannot cause it: a batch of zero-weight pixels has loss 0, see losses.py)
         if self.input_peak > 1e3:
             causes.append(f"the training images hold outliers {self.input_peak:.3g} standard deviations from their mean: check them "
                           "for hot pixels or fill values such as -9999, and clip or mask them")
