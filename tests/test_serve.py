@@ -24,7 +24,8 @@ from unetkit.cli import main
 from unetkit.data.synthetic import synthetic_cells
 from unetkit.report import overlay
 from unetkit.commands import Limits
-from unetkit.server.core import InferencePool, RequestError, class_areas, decode_upload, header_pixels, sniff
+from unetkit.data.io import sniff_bytes as sniff
+from unetkit.server.core import InferencePool, RequestError, class_areas, decode_upload, header_pixels
 
 from tests.conftest import TINY_MODEL
 

@@ -22,7 +22,7 @@ from unetkit.errors import UnetkitError
 from unetkit.files import atomic_write
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
-_MAX_BANDS = 16  # more than this along an axis is a spatial axis, not a channel axis
+MAX_BANDS = 16  # more than this along an axis is a spatial axis, not a channel axis
 _READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 #: Leading bytes of the formats unetkit reads, and the extension of each.
 SIGNATURES = (
@@ -40,14 +40,18 @@ SIGNATURES = (
 FORMAT_NAMES = {".png": "PNG", ".jpg": "JPEG", ".tif": "TIFF", ".bmp": "BMP"}
 
 
+def sniff_bytes(head: bytes) -> str | None:
+    """The extension that leading bytes belong to (``.png``, ``.jpg``, ``.tif``, ``.bmp``), or None."""
+    return next((suffix for magic, suffix in SIGNATURES if head.startswith(magic)), None)
+
+
 def sniff(path: str | os.PathLike) -> str | None:
-    """The extension that the file's leading bytes belong to (``.png``, ``.jpg``, ``.tif``, ``.bmp``), or None."""
+    """The extension that the file's leading bytes belong to (see :func:`sniff_bytes`), or None."""
     try:
         with open(path, "rb") as f:
-            head = f.read(8)
+            return sniff_bytes(f.read(8))
     except OSError:
         return None
-    return next((suffix for magic, suffix in SIGNATURES if head.startswith(magic)), None)
 
 
 def is_tiff(path: str | os.PathLike) -> bool:
@@ -87,11 +91,11 @@ def _to_hwc(array: np.ndarray, axes: str, path: Path) -> np.ndarray:
         return array[:, :, None]
     if array.ndim == 3 and "Y" in axes and "X" in axes:
         band = next(i for i, axis in enumerate(axes) if axis not in "YX")
-        if array.shape[band] <= _MAX_BANDS:
+        if array.shape[band] <= MAX_BANDS:
             return np.moveaxis(array, band, -1)
     raise UnetkitError(
         f"{path}: cannot read image (shape {array.shape} with axes {axes} is not (H, W), (H, W, C) or "
-        f"(C, H, W) with C <= {_MAX_BANDS}); save one 2D image per file"
+        f"(C, H, W) with C <= {MAX_BANDS}); save one 2D image per file"
     )
 
 
@@ -356,7 +360,7 @@ def write_tiff(path: str | os.PathLike, array: np.ndarray) -> None:
     """
     array = np.ascontiguousarray(array)
     options: dict = {"compression": "zlib"}
-    if array.ndim == 3 and array.shape[2] <= _MAX_BANDS:
+    if array.ndim == 3 and array.shape[2] <= MAX_BANDS:
         rgb = array.shape[2] == 3 and array.dtype == np.uint8
         options.update(photometric="rgb" if rgb else "minisblack", planarconfig="contig")
     with atomic_write(path) as tmp:

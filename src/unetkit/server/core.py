@@ -21,7 +21,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from unetkit.data.io import probe_image, read_image
+from unetkit.data.io import MAX_BANDS, probe_image, read_image, sniff_bytes
 from unetkit.commands import Limits
 from unetkit.errors import UnetkitError
 from unetkit.inference.predictor import Segmenter, probabilities_to_mask
@@ -30,18 +30,7 @@ from unetkit.report import overlay as draw_overlay, overlay_colors
 
 #: Declared content types an upload may have; the bytes decide the actual format.
 ACCEPTED_TYPES = frozenset({"image/png", "image/jpeg", "image/tiff", "image/bmp", "image/x-ms-bmp", "application/octet-stream", ""})
-#: Leading bytes of the formats unetkit reads, and the file suffix that makes read_image decode them.
-SIGNATURES = (
-    (b"\x89PNG\r\n\x1a\n", ".png"),
-    (b"\xff\xd8\xff", ".jpg"),
-    (b"II*\x00", ".tif"),
-    (b"MM\x00*", ".tif"),
-    (b"II+\x00", ".tif"),  # BigTIFF
-    (b"MM\x00+", ".tif"),
-    (b"BM", ".bmp"),
-)
 FORMATS = ("png", "json", "overlay")
-MAX_BANDS = 16  # channels read_image accepts, as samples per pixel or as pages
 MAX_PAGES = 1024  # pages of one upload; counting a TIFF's pages reads each header
 log = logging.getLogger("unetkit.serve")
 
@@ -52,11 +41,6 @@ class RequestError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status, self.message = status, message
-
-
-def sniff(data: bytes) -> str | None:
-    """The file suffix of an image's bytes (``.png``, ``.jpg``, ``.tif``, ``.bmp``), or None."""
-    return next((suffix for magic, suffix in SIGNATURES if data.startswith(magic)), None)
 
 
 def header_pixels(path: Path) -> tuple[int, int, tuple[int, int]]:
@@ -140,7 +124,7 @@ def decode_upload(data: bytes, filename: str, content_type: str, limits: Limits)
         raise RequestError(415, f"{filename}: content type {clean_name(kind)!r} is not an image; send a PNG, JPEG, TIFF or BMP file")
     if not data:
         raise RequestError(422, f"{filename}: the file is empty")
-    suffix = sniff(data)
+    suffix = sniff_bytes(data)
     if suffix is None:
         raise RequestError(415, f"{filename}: not a PNG, JPEG, TIFF or BMP file (it starts with {data[:8]!r})")
     with tempfile.TemporaryDirectory(prefix="unetkit-upload-") as folder:
