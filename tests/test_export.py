@@ -210,7 +210,9 @@ def test_torchscript_export_carries_the_metadata(run, tmp_path):
 def test_export_replaces_an_existing_file_atomically(run, tmp_path):
     out = tmp_path / "model.onnx"
     out.write_bytes(b"old")
-    assert main(["export", "--model", str(run / "exp" / "best.pt"), "--out", str(out), "--tile", "510"]) == 0
+    assert main(["export", "--model", str(run / "exp" / "best.pt"), "--out", str(out), "--tile", "510"]) == 2  # not without --overwrite
+    assert out.read_bytes() == b"old"
+    assert main(["export", "--model", str(run / "exp" / "best.pt"), "--out", str(out), "--tile", "510", "--overwrite"]) == 0
     assert onnx.load(out).producer_name == "unetkit"
     assert unetkit.load(out, tile=None).options.tile == 508  # rounded down to a valid size, 44 + 4k
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]  # no temporary file left behind
@@ -236,8 +238,7 @@ def test_export_refuses_bad_input(run, tmp_path, capsys, args, message):
 
 
 def test_unknown_format_is_refused(run, tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        main(["export", "--model", str(run / "exp" / "best.pt"), "--out", str(tmp_path / "m.onnx"), "--format", "tflite"])
+    assert main(["export", "--model", str(run / "exp" / "best.pt"), "--out", str(tmp_path / "m.onnx"), "--format", "tflite"]) == 2
     assert "invalid choice: 'tflite'" in capsys.readouterr().err
     with pytest.raises(unetkit.UnetkitError, match="format='tflite' is not one of onnx, torchscript"):
         unetkit.export(run / "exp" / "best.pt", tmp_path / "m.onnx", format="tflite")

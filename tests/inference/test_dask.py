@@ -50,9 +50,10 @@ def test_cli_starts_a_local_cluster(tmp_path):
     ckpt = make_checkpoint(tmp_path / "m.pt")
     tifffile.imwrite(tmp_path / "in.tif", noise((300, 200)), tile=(64, 64))
     options = ["--model", str(ckpt), str(tmp_path / "in.tif"), "--tile", "124", "--device", "cpu", "--precision", "fp32", "--no-progress"]
-    assert main(["predict", *options, "--out", str(tmp_path / "local.tif")]) == 0
-    assert main(["predict", *options, "--out", str(tmp_path / "dask.tif"), "--dask-workers", "2"]) == 0
-    assert (tmp_path / "local.tif").read_bytes() == (tmp_path / "dask.tif").read_bytes()
+    out = tmp_path / "out"  # not beside the input
+    assert main(["predict", *options, "--out", str(out / "local.tif")]) == 0
+    assert main(["predict", *options, "--out", str(out / "dask.tif"), "--dask-workers", "2"]) == 0
+    assert (out / "local.tif").read_bytes() == (out / "dask.tif").read_bytes()
 
 
 def test_dask_needs_a_pytorch_model_and_workers(tmp_path):

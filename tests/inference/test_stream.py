@@ -164,11 +164,12 @@ def test_when_predict_streams(tmp_path, monkeypatch):
 def test_cli_streams_a_zarr_store_into_a_file(tmp_path, capsys):
     ckpt = make_checkpoint(tmp_path / "m.pt")
     zarr.create_array(store=str(tmp_path / "scan.zarr"), data=noise((150, 170)), chunks=(64, 64))
-    assert main(["predict", "--model", str(ckpt), str(tmp_path / "scan.zarr"), "--out", str(tmp_path / "mask.tif"), "--tile", "60",
+    out = tmp_path / "out"  # not beside the input
+    assert main(["predict", "--model", str(ckpt), str(tmp_path / "scan.zarr"), "--out", str(out / "mask.tif"), "--tile", "60",
                  "--device", "cpu", "--precision", "fp32", "--no-progress"]) == 0  # fmt: skip
     seg = load_segmenter(ckpt, InferenceOptions(device="cpu", precision="fp32", tile=60))
-    np.testing.assert_array_equal(tifffile.imread(tmp_path / "mask.tif"), in_memory(seg, noise((150, 170))[:, :, None])[0])
-    assert main(["predict", "--model", str(ckpt), str(tmp_path / "scan.zarr"), "--out", str(tmp_path / "m.tif"), "--overlay"]) == 2
+    np.testing.assert_array_equal(tifffile.imread(out / "mask.tif"), in_memory(seg, noise((150, 170))[:, :, None])[0])
+    assert main(["predict", "--model", str(ckpt), str(tmp_path / "scan.zarr"), "--out", str(out / "m.tif"), "--overlay"]) == 2
     assert "--overlay and --instances need an image that fits in memory" in capsys.readouterr().err
 
 
