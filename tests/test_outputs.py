@@ -38,6 +38,14 @@ def test_writing_beside_an_input_needs_overwrite(tree):
     with pytest.raises(UnetkitError, match=f"^--out: {target} would be written beside the input {a}; "):
         refuse_unsafe_outputs([(target, a)], [a], "--out")
     refuse_unsafe_outputs([(target, a)], [a], "--out", overwrite=True)
+    refuse_unsafe_outputs([(target, a)], [a], "--out", named=True)  # a name the user chose may sit there
+
+
+def test_a_model_is_never_replaced_but_outputs_may_sit_beside_it(tree):
+    model = tree / "old" / "a.png"
+    with pytest.raises(UnetkitError, match="would overwrite the input"):
+        refuse_unsafe_outputs([(model, model)], [], "--out", overwrite=True, models=[model])
+    refuse_unsafe_outputs([(tree / "old" / "b.png", model)], [], "--out", models=[model])
 
 
 @pytest.mark.parametrize("overwrite", [False, True])

@@ -141,7 +141,8 @@ def predict(model: str | Path | Segmenter, inputs: list[str | Path] | str | Path
         raise UnetkitError(f"{next(iter(streamed.values()))} is streamed; --overlay and --instances need an image that fits in memory (pass --stream never)")
     planned = [(target, path) for key, path in items for target in _output_files(key, out, o, streamed.get(key)).values()]
     models = [Path(model)] if isinstance(model, (str, Path)) else []
-    refuse_unsafe_outputs(planned, [path for _, path in items], "--out", o.overwrite, models)
+    named = any(target == out for target, _ in planned)  # --out FILE: the user chose the name
+    refuse_unsafe_outputs(planned, [path for _, path in items], "--out", o.overwrite, models, named)
     seg = load_segmenter(model, InferenceOptions.pick(o))
     kind = model_target(seg.meta, str(model) if isinstance(model, (str, Path)) else "the model") if o.instances else None  # refuses models that cannot give objects
     written: list[Path] = []
@@ -241,7 +242,7 @@ def export(model: str | Path, out: str | Path, **options) -> Path:
     """
     o = ExportOptions.build("export", model=model, out=out, **options)
     models = [Path(model)] if isinstance(model, (str, Path)) else []
-    refuse_unsafe_outputs([(Path(o.out), Path("the export"))], [], "--out", o.overwrite, models)
+    refuse_unsafe_outputs([(Path(o.out), Path("the export"))], [], "--out", o.overwrite, models, named=True)
     return export_model(model, o.out, format=o.format, tile=o.tile)
 
 

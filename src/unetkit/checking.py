@@ -154,11 +154,11 @@ def is_preview(path: str | os.PathLike) -> bool:
 
 
 def _refuse_unsafe_outputs(decoded: list, preview: str | os.PathLike | None, weights: str | os.PathLike | None, overwrite: bool) -> None:
-    """Before check writes anything: neither the preview nor a weight map may replace an image or a mask, nor
-    (without ``overwrite``) an earlier file or land beside the data's files; an earlier check's preview is replaced."""
+    """Before check writes anything: neither the preview nor a weight map may replace an image or a mask, nor (without
+    ``overwrite``) an earlier file; weight maps may not land beside the data's files; an earlier check's preview is replaced."""
     inputs = [p for pair, _ in decoded for p in (pair.image, pair.mask) if p is not None]
     if preview is not None:
-        refuse_unsafe_outputs([(Path(preview), Path("the preview"))], inputs, "--preview", overwrite or is_preview(preview))
+        refuse_unsafe_outputs([(Path(preview), Path("the preview"))], inputs, "--preview", overwrite or is_preview(preview), named=True)
     if weights is not None:
         planned = [(Path(weights) / f"{pair.key}{suffix}", pair.image) for pair, _ in decoded for suffix in (".tif", ".png")]
         refuse_unsafe_outputs(planned, inputs, "--weights", overwrite)

@@ -407,12 +407,12 @@ def run_evaluation(samples: Iterable[Sample], classes: list[str], colors: list, 
 
 
 def _refuse_unsafe_outputs(o: EvaluateOptions, folders: list[Path], files: Iterable[Path]) -> None:
-    """The scores file and the report folder may replace no input, nor (without ``--overwrite``) an earlier file; they may
-    sit beside the model (in its run folder), not among the images, masks or predictions."""
+    """The scores file and the report folder may replace no input, nor (without ``--overwrite``) an earlier file; the
+    report may not go among the images, masks or predictions."""
     models = [Path(o.model)] if isinstance(o.model, (str, Path)) else []
     files = list(files)
     if o.json_path is not None:
-        refuse_unsafe_outputs([(Path(o.json_path), Path("the scores"))], files, "--json-path", o.overwrite, models)
+        refuse_unsafe_outputs([(Path(o.json_path), Path("the scores"))], files, "--json-path", o.overwrite, models, named=True)
     if o.report_dir is not None:
         refuse_unsafe_folder(o.report_dir, [*files, *models], "--report-dir", o.overwrite, folders)
 

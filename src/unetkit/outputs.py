@@ -1,7 +1,8 @@
 """Where a command may write: the one rule every command checks before it writes anything.
 
-No output replaces an input. No output lands in a folder that holds an input, or replaces a file that is
-already there, unless the user passed ``--overwrite`` (an input itself is never replaced, overwrite or not).
+No output replaces an input. No output replaces a file that is already there, and no output whose name the
+command makes up lands in a folder that holds an input, unless the user passed ``--overwrite`` (an input
+itself is never replaced, overwrite or not).
 No two outputs share a name. A command plans all its outputs first, calls :func:`refuse_unsafe_outputs`
 (for files whose names it knows) or :func:`refuse_unsafe_folder` (for a folder it fills), and only then
 writes.
@@ -23,7 +24,7 @@ def _resolved(paths: Iterable[str | os.PathLike]) -> dict[Path, Path]:
 
 
 def refuse_unsafe_outputs(planned: Iterable[tuple[Path, Path]], inputs: Iterable[str | os.PathLike], option: str,
-                          overwrite: bool = False, models: Iterable[str | os.PathLike] = ()) -> None:
+                          overwrite: bool = False, models: Iterable[str | os.PathLike] = (), named: bool = False) -> None:
     """Check the files a command will write, before it writes any.
 
     Args:
@@ -34,6 +35,8 @@ def refuse_unsafe_outputs(planned: Iterable[tuple[Path, Path]], inputs: Iterable
         overwrite: The user allows replacing existing files and writing beside inputs.
         models: Model files the command reads: never replaced, but outputs may sit beside them (a run folder
             is where an export or a report belongs; an image folder is not).
+        named: The user named each output file exactly (``--out mask.tif``, ``--json-path``), so it may sit
+            beside inputs; names the command makes up (``--out FOLDER``) may not, without ``overwrite``.
 
     Raises:
         UnetkitError: naming the output, the input or file it would replace or the other source that writes
@@ -62,7 +65,7 @@ def refuse_unsafe_outputs(planned: Iterable[tuple[Path, Path]], inputs: Iterable
             continue
         if target.exists() or target.is_symlink():
             raise UnetkitError(f"{option}: {target} already exists; {OVERWRITE_HINT}, or choose another {option}")
-        if where.parent in beside:
+        if where.parent in beside and not named:
             raise UnetkitError(f"{option}: {target} would be written beside the input {beside[where.parent]}; choose a {option} "
                                f"that holds no inputs, or pass --overwrite to write there")
 

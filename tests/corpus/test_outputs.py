@@ -137,13 +137,11 @@ CASES = {
     "check: --weights over earlier weight maps": (_earlier_weights, "already exists; pass --overwrite", ["cells_000.tif"]),
     "check: --preview over a mask": (lambda w: _check(w, "--preview", w.mask(1)), "would overwrite the input", ["cells_001.png"]),
     "check: --preview over another file": (lambda w: _check(w, "--preview", w.model), "already exists; pass --overwrite", ["m.pt"]),
-    "check: --preview among the images": (lambda w: _check(w, "--preview", w.data / "images" / "preview.png"), "beside the input", ["preview.png"]),
     # evaluate
     "evaluate: --json-path over a truth mask": (lambda w: _evaluate_preds(w, ["--json-path", w.mask(0)]), "would overwrite the input", ["cells_000.png"]),
     "evaluate: --json-path over a prediction": (lambda w: _evaluate_preds(w, ["--json-path", w.preds / "cells_002.png"]), "would overwrite the input", ["cells_002.png"]),
     "evaluate: --json-path over the model": (lambda w: ["evaluate", "--model", w.model, "--data", w.data, "--json-path", w.model, "--no-progress"], "would overwrite the input", ["m.pt"]),
     "evaluate: --json-path replaces a file": (_existing_json, "already exists; pass --overwrite", ["metrics.json"]),
-    "evaluate: --json-path among the predictions": (lambda w: _evaluate_preds(w, ["--json-path", w.preds / "scores.json"]), "beside the input", ["scores.json"]),
     "evaluate: --report-dir is the predictions folder": (lambda w: _evaluate_preds(w, ["--report-dir", w.preds]), "lies in the input folder", ["preds"]),
     "evaluate: --report-dir is the data set": (lambda w: _evaluate_preds(w, ["--report-dir", w.data]), "lies in the input folder", ["data"]),
     "evaluate: --report-dir holds other files": (_busy_report_dir, "already holds notes.txt", ["report"]),
@@ -181,8 +179,13 @@ def test_overwrite_replaces_earlier_outputs_but_never_an_input(world, capsys):
 
 
 def test_outputs_may_sit_beside_the_model_and_an_earlier_check_preview_is_replaced(world, capsys):
-    untouched = Untouched(world.data, world.model)
+    untouched = Untouched(world.data, world.model, world.preds)
     assert main([str(a) for a in _predict(world, world.image(0), out=world.model.parent)]) == 0
+    # a file the user names exactly may sit beside inputs: a streamed mask, the scores
+    assert main([str(a) for a in _predict(world, world.image(1), out=world.data / "images" / "mask.tif")]) == 0
+    (world.data / "images" / "mask.tif").unlink()
+    assert main([str(a) for a in _evaluate_preds(world, ["--json-path", world.preds / "scores.json"])]) == 0
+    (world.preds / "scores.json").unlink()
     assert main(["export", "--model", str(world.model), "--out", str(world.model.parent / "m.onnx")]) == 0
     preview = world.root / "preview.png"
     for _ in range(2):  # the second check replaces the first one's preview
