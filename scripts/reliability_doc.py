@@ -55,8 +55,20 @@ never ran. A checkpoint from a newer format version is refused with a message as
 
 ## Hostile-input corpus (tests/corpus/)
 
-Every case below exits with status 2, prints one line, shows no traceback (`unetkit --debug` shows
-it), and leaves no output files. The second table lists unusual but valid inputs, which simply work.
+Each command-line case below exits with status 2 (`unetkit check` with 1 for findings), prints one line
+that names the file, option or key and the fix, shows no traceback (`unetkit --debug` shows it), leaves
+every input byte-for-byte untouched (`tests/corpus/kit.py: Untouched`) and writes no partial output.
+Inputs that could exhaust memory (headers claiming huge images, chunks or page counts) run in a child
+process under an address-space cap, and the test asserts its peak resident memory.
+
+Server cases (`### server`) run against a real `unetkit serve` on loopback with two jobs, a queue of two
+and a 2-second body timeout: every malformed request gets a 4xx with one line (shown as `HTTP status:
+message`), never a 5xx. While eight clients stall mid-upload, a normal request still gets its answer
+within 2 s, each stalled client gets 408 when its time is up, and all malformed requests sent twice at
+once leave no slot taken and no temporary file behind.
+
+The sections follow the corpus files: `tests/corpus/test_<section>.py`. The last table lists unusual but
+valid inputs, which simply work.
 """
 
 WORKS = """
