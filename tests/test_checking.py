@@ -327,3 +327,16 @@ def test_real_stardist_16_bit_instance_labels():
     report = unetkit.check(shared_data("stardist_example"), progress=False)
     assert report["usable"] and report["mask_mode"] == "instances"
     assert report["images"][0]["bits"] == 16 and report["instances"]["total"] == 125
+
+
+def test_structures_say_how_wide_each_class_is_and_how_far_it_reaches(tmp_path, capsys):
+    mask = np.zeros((20, 30), np.uint8)
+    mask[5:8, :] = 255  # a stripe 3 pixels wide across the whole image
+    for name in ("a", "b"):
+        _png(tmp_path / "images" / f"{name}.png", np.full((20, 30), 90))
+        _png(tmp_path / "masks" / f"{name}.png", mask)
+    report = unetkit.check(tmp_path, preview=None, progress=False)
+    assert report["structures"]["pairs_measured"] == 2
+    assert report["structures"]["classes"]["foreground"] == {"regions": 2, "width": 3.0, "median_diameter": 10.7, "reach": 30.0}  # 2 sqrt(90 / pi)
+    assert main(["check", str(tmp_path), "--no-preview", "--no-progress"]) == 0
+    assert "foreground 3 px wide, reaching 30 px" in capsys.readouterr().out

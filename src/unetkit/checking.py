@@ -28,6 +28,7 @@ from unetkit.data.splits import implied_from
 from unetkit.data.survey import Description, describe, mask_summary
 from unetkit.data.weights import balanced_class_weights, border_weight_map
 from unetkit.outputs import refuse_unsafe_outputs
+from unetkit.planning.fingerprint import fingerprint
 from unetkit.report import overlay, overlay_colors
 
 _THUMB = 256  # preview tile size in pixels
@@ -39,7 +40,7 @@ def _empty_report(data: str | os.PathLike) -> dict:
             "images": [], "mask_mode": None, "mask_decision": None, "splits": {}, "splits_note": None,
             "classes": [], "values": [], "instances": None,
             "class_pixels": {}, "class_frequency": {}, "ignored_pixels": 0, "suggested_class_weights": [],
-            "empty_masks": [], "preview": None, "weights": None}  # fmt: skip
+            "empty_masks": [], "structures": None, "preview": None, "weights": None}  # fmt: skip
 
 
 def _add_description(report: dict, spec: DataSpec, found: Description, class_weights: np.ndarray, reason: str) -> None:
@@ -98,6 +99,8 @@ def diagnose(
         _add_description(report, found.spec, description, class_weights, found.mask_reason)
         decoded = description.decoded
         _refuse_unsafe_outputs(decoded, preview, weights, overwrite)
+        if not any(p.level == "error" for p in problems):
+            report["structures"] = structures(found.spec, progress)
         if preview is not None and decoded:
             report["preview"] = str(write_preview(preview, decoded[:preview_count], found.spec))
         if weights is not None and decoded:
@@ -107,6 +110,13 @@ def diagnose(
     report["warnings"] = sum(p.level == "warning" for p in problems)
     report["usable"] = report["errors"] == 0 and report["pairs"] > 0
     return report
+
+
+def structures(spec: DataSpec, progress: bool) -> dict:
+    """How big each class's structures are (the planner's :func:`~unetkit.planning.fingerprint.fingerprint`), in pixels."""
+    fp = fingerprint(spec, progress=progress)
+    return {"pairs_measured": fp.read, "classes": {c.name: {"regions": c.objects, "width": round(c.width, 1), "median_diameter":
+            round(c.median_diameter, 1), "reach": round(c.extent, 1)} for c in fp.classes}}  # fmt: skip
 
 
 def write_preview(path: str | os.PathLike, decoded: list[tuple[Pair, np.ndarray]], spec: DataSpec, columns: int = 4) -> Path:
@@ -201,6 +211,9 @@ def format_report(report: dict) -> str:
         freq = ", ".join(f"{k} {v:.1%}" for k, v in report["class_frequency"].items())
         lines.append(f"classes: {freq}; ignored pixels: {report['ignored_pixels']}")
         lines.append(f"suggested class_weights: {report['suggested_class_weights']}")
+    if report["structures"]:
+        sizes = "; ".join(f"{name} {c['width']:g} px wide, reaching {c['reach']:g} px" for name, c in report["structures"]["classes"].items())
+        lines.append(f"structures (median width along centre lines, 90th percentile reach; {report['structures']['pairs_measured']} pairs): {sizes}")
     lines.append(f"empty masks: {len(report['empty_masks'])}")
     if report["preview"]:
         lines.append(f"preview: {report['preview']}")
