@@ -26,7 +26,8 @@ from unetkit.exporting import export_model
 from unetkit.inference.options import InferenceOptions
 from unetkit.inference.predictor import Segmenter, probabilities_to_mask
 from unetkit.inference.sources import is_zarr, open_source
-from unetkit.inference.stream import predict_stream, probabilities_path, stream_targets
+from unetkit.inference.stream import predict_stream, probabilities_path, stream_targets, uncertainty_path
+from unetkit.inference.tta import uncertainty_map
 from unetkit.instances import instance_files, model_target, write_instances
 from unetkit.loading import load_segmenter
 from unetkit.outputs import refuse_inside, refuse_unsafe_outputs
@@ -68,7 +69,7 @@ def load(model: str | Path | Segmenter, **options) -> Segmenter:
     """Load a checkpoint (``best.pt``/``last.pt``) or an exported ``.onnx`` model as a :class:`Segmenter` ready to predict.
 
     ``options`` are those of :class:`~unetkit.inference.options.InferenceOptions` (tile, batch_size, device,
-    precision, backend, int8, calibration). ``backend="onnxruntime"`` runs a checkpoint through ONNX Runtime
+    precision, backend, int8, calibration, tta). ``backend="onnxruntime"`` runs a checkpoint through ONNX Runtime
     (exported once, cached); ``int8`` also quantises it, calibrated on ``calibration`` (default: its training
     data) and refused when that costs more than 0.005 mean Dice there. See :mod:`unetkit.quantize`.
 
@@ -106,8 +107,14 @@ def predict(model: str | Path | Segmenter, inputs: list[str | Path] | str | Path
 
     ``options`` are those of :class:`~unetkit.commands.PredictOptions` (``unetkit predict --help``).
     For each input ``name``: ``out/name.png`` (class indices, the input's size); with ``probabilities``
-    ``out/name_prob.tif`` (float32, (C, H, W)); with ``overlay`` ``out/name_overlay.png``. Inputs are
-    image files or folders (searched recursively; sub-folders are kept in ``out``).
+    ``out/name_prob.tif`` (float32, (C, H, W)); with ``overlay`` ``out/name_overlay.png``; with
+    ``uncertainty`` ``out/name_uncertainty.tif`` (float32, (H, W), the entropy of the class probabilities
+    divided by log(C): 0 = certain, 1 = every class equally likely). Inputs are image files or folders
+    (searched recursively; sub-folders are kept in ``out``).
+
+    With ``tta`` (test-time augmentation) the probabilities are the mean of those of the 8 flips and
+    90-degree rotations of each tile, or of the tile and its left-right flip for a model trained with
+    ``hflip`` only (see :mod:`unetkit.inference.tta`): 8 (or 2) times the compute.
 
     With ``instances``: ``out/name_instances.tif`` (uint16 object labels, 0 = background) and
     ``out/name_objects.csv`` (label, area, centroid, bounding box, mean foreground probability). A model
@@ -148,7 +155,8 @@ def predict(model: str | Path | Segmenter, inputs: list[str | Path] | str | Path
     written: list[Path] = []
     for key, path in tqdm(items, desc="predict", unit="img", disable=not o.progress or len(items) < 2):
         if key in streamed:
-            written += predict_stream(seg, path, streamed[key], o.probabilities, o.pyramid, o.nodata_class, o.dask, o.dask_workers, o.progress)
+            written += predict_stream(seg, path, streamed[key], o.probabilities, o.pyramid, o.nodata_class, o.dask, o.dask_workers, o.progress,
+                                      uncertainty=o.uncertainty)
         else:
             written += _predict_image(seg, path, out, key, o, kind)
     return written
@@ -157,10 +165,17 @@ def predict(model: str | Path | Segmenter, inputs: list[str | Path] | str | Path
 def _output_files(key: str, out: Path, o: PredictOptions, streamed: Path | None) -> dict[str, Path]:
     """The files predict writes for input ``key``, by kind; ``streamed`` is the target of a streamed input."""
     if streamed is not None:
-        return {"mask": streamed, **({"probabilities": probabilities_path(streamed)} if o.probabilities else {})}
+        files = {"mask": streamed}
+        if o.probabilities:
+            files["probabilities"] = probabilities_path(streamed)
+        if o.uncertainty:
+            files["uncertainty"] = uncertainty_path(streamed)
+        return files
     files = {"mask": out / f"{key}.png"}
     if o.probabilities:
         files["probabilities"] = out / f"{key}_prob.tif"
+    if o.uncertainty:
+        files["uncertainty"] = out / f"{key}_uncertainty.tif"
     if o.overlay:
         files["overlay"] = out / f"{key}_overlay.png"
     if o.instances:
@@ -188,6 +203,8 @@ def _predict_image(seg: Segmenter, path: Path, out: Path, key: str, o: PredictOp
     write_png(files["mask"], mask)
     if o.probabilities:
         write_tiff(files["probabilities"], probs.astype(np.float32))
+    if o.uncertainty:
+        write_tiff(files["uncertainty"], uncertainty_map(probs))
     if o.overlay:
         write_png(files["overlay"], draw_overlay(image, mask, seg.colors, seg.classes))
     if o.instances:

@@ -55,6 +55,8 @@ class PredictOptions(InferenceOptions, InstanceOptions):
                    "a .tif/.tiff/.zarr file to stream the mask into")
     probabilities: bool = opt(False, "also write NAME_prob.tif: float32 (C, H, W) probabilities")
     overlay: bool = opt(False, "also write NAME_overlay.png: class colours over the image")
+    uncertainty: bool = opt(False, "also write NAME_uncertainty.tif: float32 (H, W) entropy of the class probabilities "
+                            "divided by log(classes), 0 = certain, 1 = all classes equally likely (averaged over --tta's passes with it)")
     progress: bool = opt(True, _PROGRESS)
     stream: str = opt("auto", "read and write tile by tile (images bigger than memory, docs/large-images.md); auto = zarr stores, "
                       "GeoTIFFs, images over 64 MP, and --out FILE", STREAM_MODES)

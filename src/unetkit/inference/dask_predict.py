@@ -45,8 +45,8 @@ def checkpoint_bytes(seg: Segmenter) -> bytes:
         return path.read_bytes()
 
 
-def _worker_segmenter(blob: bytes, device: str, precision: str) -> Segmenter:
-    key = (hashlib.blake2b(blob, digest_size=16).hexdigest(), device, precision)
+def _worker_segmenter(blob: bytes, device: str, precision: str, tta: bool) -> Segmenter:
+    key = (hashlib.blake2b(blob, digest_size=16).hexdigest(), device, precision, tta)
     if _worker_cache.get("model_key") != key:
         from distributed import get_worker
 
@@ -55,7 +55,7 @@ def _worker_segmenter(blob: bytes, device: str, precision: str) -> Segmenter:
         with tempfile.TemporaryDirectory(prefix="unetkit-") as tmp:
             path = Path(tmp) / "model.pt"
             path.write_bytes(blob)
-            _worker_cache["model"] = Segmenter.from_checkpoint(path, InferenceOptions(device=device, precision=precision))
+            _worker_cache["model"] = Segmenter.from_checkpoint(path, InferenceOptions(device=device, precision=precision, tta=tta))
         _worker_cache["model_key"] = key
     return _worker_cache["model"]
 
@@ -69,9 +69,9 @@ def _worker_source(path: str):
     return _worker_cache["source"]
 
 
-def run_task(path: str, blob: bytes, device: str, precision: str, grid: TileGrid, batches: list) -> list[TileResult]:
-    """On a worker: the results of ``batches`` of ``grid`` for the image at ``path``."""
-    seg, source = _worker_segmenter(blob, device, precision), _worker_source(path)
+def run_task(path: str, blob: bytes, device: str, precision: str, tta: bool, grid: TileGrid, batches: list) -> list[TileResult]:
+    """On a worker: the results of ``batches`` of ``grid`` for the image at ``path`` (with test-time augmentation if ``tta``)."""
+    seg, source = _worker_segmenter(blob, device, precision, tta), _worker_source(path)
     mean = np.asarray(seg.meta["normalization"]["mean"], np.float32)
     std = np.asarray(seg.meta["normalization"]["std"], np.float32)
     results: list[TileResult] = []
@@ -113,7 +113,7 @@ def dask_results(path: Path, seg: Segmenter, grid: TileGrid, address: str | None
         window = 2 * max(1, len(client.scheduler_info().get("workers", {}))) + 1
         pending: deque = deque()
         for number, task in enumerate(tasks):
-            pending.append(client.submit(run_task, str(path.resolve()), blob, device, precision, grid, task,
+            pending.append(client.submit(run_task, str(path.resolve()), blob, device, precision, seg.options.tta, grid, task,
                                          key=f"unetkit-tiles-{path.name}-{number}-{os.getpid()}-{id(grid)}"))  # fmt: skip
             while len(pending) >= window or (number == len(tasks) - 1 and pending):
                 yield from pending.popleft().result()

@@ -28,6 +28,8 @@ class InferenceOptions(Options):
     int8: bool = opt(False, "ONNX Runtime with static int8 quantisation, calibrated on training images; "
                      "refused when it loses more than 0.005 mean Dice against fp32 on them")
     calibration: str | None = opt(None, "--int8 calibration images with masks (default: the checkpoint's training data)", metavar="DATA")
+    tta: bool = opt(False, "test-time augmentation: average the probabilities of the 8 flips and 90-degree rotations of each tile "
+                    "(the image and its left-right flip for models trained with --hflip only); 8x (or 2x) the compute")
 
 
 SEED_THRESHOLD = 0.7  # interior probability above which a pixel seeds an object

@@ -21,6 +21,7 @@ from unetkit.errors import UnetkitError
 from unetkit.inference.options import DEFAULT_BATCH, DEFAULT_TILE, InferenceOptions
 from unetkit.inference.stitch import Stitcher, TileFunction, TileGrid, forward_batch, prefetched
 from unetkit.inference.tiling import mirror_pad
+from unetkit.inference.tta import TTAForward, tta_transforms
 from unetkit.models.config import ModelConfig
 from unetkit.models.unet import UNet, unet_from_weights
 from unetkit.runtime import autocast, resolve_device, resolve_precision
@@ -187,7 +188,9 @@ class Segmenter:
     the tiles; the others say how it was loaded).
 
     ``forward`` is the backend: :class:`TorchForward` for checkpoints, or the ONNX Runtime one for
-    exported models; everything else (tiling, outputs) is the same for all of them.
+    exported models; everything else (tiling, outputs) is the same for all of them. With ``options.tta``
+    it is wrapped here, for every backend and path, in a :class:`~unetkit.inference.tta.TTAForward` over
+    the transforms the model's training allows (:func:`~unetkit.inference.tta.tta_transforms`).
 
     Example:
         >>> seg = unetkit.load("runs/exp1/best.pt")
@@ -202,6 +205,8 @@ class Segmenter:
 
     def __post_init__(self) -> None:
         self.classes = list(self.meta["classes"])
+        if self.options.tta and not isinstance(self.forward, TTAForward):
+            self.forward = TTAForward(self.forward, tta_transforms(self.meta))
 
     @property
     def config(self) -> ModelConfig:

@@ -32,6 +32,7 @@ from unetkit.inference.options import NODATA_CLASS
 from unetkit.inference.predictor import Segmenter, mask_dtype, probabilities_to_mask, softmax
 from unetkit.inference.sources import is_zarr, load_batch, open_source
 from unetkit.inference.stitch import Reduce, Stitcher, TileGrid, TileResult, forward_batch, prefetched
+from unetkit.inference.tta import uncertainty_map
 from unetkit.inference.writers import Output
 
 STREAM_PIXELS = 64_000_000  # --stream auto: stream images with more pixels than this
@@ -46,16 +47,20 @@ def local_results(source, seg: Segmenter, grid: TileGrid) -> Iterator[TileResult
         yield from forward_batch(seg.forward, grid, batch, x, valid, name=str(source.path))
 
 
-def mask_outputs(nodata_class: int, probabilities: bool) -> Reduce:
-    """The stitcher's per-pixel outputs for streaming: ``(h, w)`` classes and, with ``probabilities``,
-    ``(K, h, w)`` probabilities, ``nodata_class`` and 0 where the input is nodata."""
+def mask_outputs(nodata_class: int, probabilities: bool, uncertainty: bool = False) -> Reduce:
+    """The stitcher's per-pixel outputs for streaming: ``(h, w)`` classes, then with ``probabilities``
+    ``(K, h, w)`` probabilities, then with ``uncertainty`` the ``(h, w)`` normalised entropy
+    (:func:`~unetkit.inference.tta.uncertainty_map`); ``nodata_class``, 0 and 0 where the input is nodata."""
 
     def reduce(logits: np.ndarray, valid: np.ndarray | None) -> list[np.ndarray]:
         probs = softmax(logits)  # (K, h, w)
         classes = probabilities_to_mask(probs)
+        entropy = uncertainty_map(probs) if uncertainty else None  # (h, w)
         if valid is not None and not valid.all():
             classes[~valid], probs[:, ~valid] = nodata_class, 0
-        return [classes, probs] if probabilities else [classes]
+            if entropy is not None:
+                entropy[~valid] = 0
+        return [classes] + ([probs] if probabilities else []) + ([entropy] if uncertainty else [])
 
     return reduce
 
@@ -63,6 +68,11 @@ def mask_outputs(nodata_class: int, probabilities: bool) -> Reduce:
 def probabilities_path(target: Path) -> Path:
     """``x.tif`` -> ``x_prob.tif``, ``x.zarr`` -> ``x_prob.zarr``."""
     return target.with_name(f"{target.stem}_prob{target.suffix}")
+
+
+def uncertainty_path(target: Path) -> Path:
+    """``x.tif`` -> ``x_uncertainty.tif``, ``x.zarr`` -> ``x_uncertainty.zarr``."""
+    return target.with_name(f"{target.stem}_uncertainty{target.suffix}")
 
 
 def stream_targets(items: list[tuple[str, Path]], out: Path, stream: str = "auto") -> dict[str, Path]:
@@ -93,14 +103,15 @@ def stream_targets(items: list[tuple[str, Path]], out: Path, stream: str = "auto
     return targets
 
 
-def write_stream(results: Iterator[TileResult], grid: TileGrid, outputs: list[Output], nodata_class: int, bar: tqdm) -> None:
-    """Stitch ``results`` and write the finished rows: classes to ``outputs[0]``, probabilities to ``outputs[1]`` if given."""
-    stitcher, start = Stitcher(grid, mask_outputs(nodata_class, probabilities=len(outputs) > 1)), time.monotonic()
+def write_stream(results: Iterator[TileResult], grid: TileGrid, outputs: dict[str, Output], nodata_class: int, bar: tqdm) -> None:
+    """Stitch ``results`` and write the finished rows into ``outputs``: ``"mask"`` (classes), and
+    ``"probabilities"`` and ``"uncertainty"`` when present."""
+    reduce = mask_outputs(nodata_class, "probabilities" in outputs, "uncertainty" in outputs)
+    stitcher, start = Stitcher(grid, reduce), time.monotonic()
     for result in results:
         for block in stitcher.add(result):
-            outputs[0].write(block.outputs[0])  # (h, W) classes
-            if len(outputs) > 1:
-                outputs[1].write(block.outputs[1].transpose(1, 2, 0))  # (h, W, K) probabilities
+            for (kind, output), rows in zip(outputs.items(), block.outputs):  # the order of mask_outputs
+                output.write(rows.transpose(1, 2, 0) if kind == "probabilities" else rows)  # (h, W, K) or (h, W)
         bar.update(1)
         megapixels = bar.n / bar.total * grid.height * grid.width / 1e6
         bar.set_postfix_str(f"{megapixels / max(time.monotonic() - start, 1e-9):.3g} MP/s", refresh=False)
@@ -126,6 +137,7 @@ def predict_stream(
     dask: str | None = None,
     dask_workers: int = 0,
     progress: bool = True,
+    uncertainty: bool = False,
 ) -> list[Path]:
     """Segment one image of any size into ``target`` without holding the image or the mask in memory.
 
@@ -140,6 +152,8 @@ def predict_stream(
         dask: A Dask scheduler address: tiles run on its workers (see :mod:`unetkit.inference.dask_predict`).
         dask_workers: Start a local Dask cluster of this many worker processes instead.
         progress: Show tiles done, MP/s and the time left.
+        uncertainty: Also write ``TARGET_uncertainty.tif`` (or ``.zarr``): float32 ``(H, W)`` entropy of the
+            class probabilities divided by log(K), in [0, 1].
 
     Returns:
         The files written.
@@ -148,7 +162,7 @@ def predict_stream(
         >>> predict_stream(unetkit.load("best.pt"), "slide.ome.tif", "masks/slide.tif")  # doctest: +SKIP
     """
     source_path, target = Path(source), Path(target)
-    if source_path.resolve() in (target.resolve(), probabilities_path(target).resolve()):
+    if source_path.resolve() in (target.resolve(), probabilities_path(target).resolve(), uncertainty_path(target).resolve()):
         raise UnetkitError(f"--out {target} would overwrite the input {source_path}; choose another output name")
     src = open_source(source_path)
     try:
@@ -159,17 +173,19 @@ def predict_stream(
             results = dask_results(source_path, seg, grid, dask, dask_workers)
         else:
             results = local_results(src, seg, grid)
-        outputs: list[Output] = []
+        outputs: dict[str, Output] = {}
         bar = tqdm(total=len(grid.tiles), desc=source_path.name, unit="tile", disable=not progress, dynamic_ncols=True)
         try:
-            outputs.append(Output(target, (src.height, src.width), mask_dtype(k), geo, nodata_class if src.has_nodata else None, pyramid))
+            outputs["mask"] = Output(target, (src.height, src.width), mask_dtype(k), geo, nodata_class if src.has_nodata else None, pyramid)
             if probabilities:
-                outputs.append(Output(probabilities_path(target), (src.height, src.width, k), np.float32, geo))
+                outputs["probabilities"] = Output(probabilities_path(target), (src.height, src.width, k), np.float32, geo)
+            if uncertainty:
+                outputs["uncertainty"] = Output(uncertainty_path(target), (src.height, src.width), np.float32, geo)
             write_stream(results, grid, outputs, nodata_class, bar)
-            for output in outputs:
+            for output in outputs.values():
                 output.commit()
         except BaseException:
-            for output in outputs:
+            for output in outputs.values():
                 output.abort()
             raise
         finally:
@@ -177,4 +193,4 @@ def predict_stream(
             results.close()
     finally:
         src.close()
-    return [output.target for output in outputs]
+    return [output.target for output in outputs.values()]

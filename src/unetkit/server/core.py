@@ -25,6 +25,7 @@ from unetkit.data.io import MAX_BANDS, probe_image, read_image, sniff_bytes
 from unetkit.commands import Limits
 from unetkit.errors import UnetkitError
 from unetkit.inference.predictor import Segmenter, probabilities_to_mask
+from unetkit.inference.tta import uncertainty_map
 from unetkit.instances import model_target, object_table, probabilities_to_instances
 from unetkit.report import overlay as draw_overlay, overlay_colors
 
@@ -183,7 +184,8 @@ def segment(seg: Segmenter, data: bytes, filename: str, content_type: str, limit
 
     Args:
         fmt: ``"png"`` (the class-index mask), ``"overlay"`` (class colours over the image, PNG) or
-            ``"json"`` (image size, per-class areas, instances when the model gives them).
+            ``"json"`` (image size, per-class areas, the mean uncertainty (normalised entropy, 0..1, see
+            :func:`~unetkit.inference.tta.uncertainty_map`), instances when the model gives them).
         overlay: With ``"json"``, also include the overlay and the mask as base64 PNGs (``overlay_png``,
             ``mask_png``), as the web page uses them.
 
@@ -207,6 +209,7 @@ def segment(seg: Segmenter, data: bytes, filename: str, content_type: str, limit
         "width": int(mask.shape[1]),
         "channels": int(image.shape[2]),
         "classes": class_areas(mask, seg.classes, overlay_colors(seg.colors)),
+        "uncertainty": round(float(uncertainty_map(probs).mean()), 6),  # mean normalised entropy: 0 = certain, 1 = uniform
     }
     instances = _instances(seg, probs)
     if instances is not None:
