@@ -77,17 +77,17 @@ class Fingerprint:
     classes: list[ClassStats] = field(default_factory=list)
     ignored_fraction: float = 0.0
 
-    def rarest(self) -> ClassStats:
-        """The class with the smallest share of pixels."""
-        return min(self.classes, key=lambda c: c.fraction)
+
+def evenly(items: list, limit: int = MAX_PAIRS) -> list:
+    """At most ``limit`` of ``items``, evenly spaced in their order (all of them when fewer)."""
+    if len(items) <= limit:
+        return list(items)
+    return [items[i] for i in np.linspace(0, len(items) - 1, limit).round().astype(int)]
 
 
 def sample_pairs(spec: DataSpec, limit: int = MAX_PAIRS) -> list:
-    """At most ``limit`` pairs, evenly spaced over the data set in its order (all of them when fewer)."""
-    pairs = [p for p in spec.pairs if p.mask is not None]
-    if len(pairs) <= limit:
-        return pairs
-    return [pairs[i] for i in np.linspace(0, len(pairs) - 1, limit).round().astype(int)]
+    """At most ``limit`` labelled pairs, evenly spaced over the data set in its order."""
+    return evenly([p for p in spec.pairs if p.mask is not None], limit)
 
 
 def region_sizes(mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,21 +108,46 @@ def centre_widths(mask: np.ndarray, k: int) -> np.ndarray:
     return 2 * distance[skeletonize(inside)] - 1
 
 
-def _class_stats(name: str, pixels: int, labelled: int, images: int, areas: list[np.ndarray], sides: list[np.ndarray],
-                 widths: list[np.ndarray]) -> ClassStats:  # fmt: skip
-    areas_all, sides_all = np.concatenate(areas or [np.zeros(0)]), np.concatenate(sides or [np.zeros(0)])
-    widths_all = np.concatenate(widths or [np.zeros(0)])
-    diameters = 2 * np.sqrt(areas_all / math.pi)
-    return ClassStats(
-        name=name,
-        fraction=pixels / max(labelled, 1),
-        images=images,
-        objects=len(areas_all),
-        median_diameter=float(np.median(diameters)) if len(diameters) else 0.0,
-        small_diameter=float(np.percentile(diameters, 10)) if len(diameters) else 0.0,
-        extent=float(np.percentile(sides_all, 90)) if len(sides_all) else 0.0,
-        width=float(np.median(widths_all)) if len(widths_all) else 0.0,
-    )
+class ClassTally:
+    """The class statistics of :class:`ClassStats`, gathered one decoded (H, W) mask at a time."""
+
+    def __init__(self, classes: list[str]) -> None:
+        k = len(classes)
+        self.classes, self.masks = list(classes), 0
+        self.pixels, self.images = np.zeros(k, np.int64), np.zeros(k, np.int64)
+        self.areas: list[list[np.ndarray]] = [[] for _ in range(k)]
+        self.sides: list[list[np.ndarray]] = [[] for _ in range(k)]
+        self.widths: list[list[np.ndarray]] = [[] for _ in range(k)]
+        self.ignored = self.total = 0
+
+    def add(self, mask: np.ndarray) -> None:
+        """Count one mask of class indices (:data:`~unetkit.data.dataset.IGNORE` where unlabelled)."""
+        counts = np.bincount(mask[mask != IGNORE].ravel(), minlength=len(self.classes))[: len(self.classes)]
+        self.pixels, self.images, self.masks = self.pixels + counts, self.images + (counts > 0), self.masks + 1
+        self.ignored, self.total = self.ignored + int((mask == IGNORE).sum()), self.total + mask.size
+        for c in np.flatnonzero(counts):
+            areas, sides = region_sizes(mask, c)
+            self.areas[c].append(areas)
+            self.sides[c].append(sides)
+            self.widths[c].append(centre_widths(mask, c))
+
+    def stats(self) -> list[ClassStats]:
+        """One :class:`ClassStats` per class, in class order."""
+        return [self._stats(c, name) for c, name in enumerate(self.classes)]
+
+    def _stats(self, c: int, name: str) -> ClassStats:
+        areas, sides, widths = (np.concatenate(parts[c] or [np.zeros(0)]) for parts in (self.areas, self.sides, self.widths))
+        diameters = 2 * np.sqrt(areas / math.pi)
+        return ClassStats(
+            name=name,
+            fraction=int(self.pixels[c]) / max(int(self.pixels.sum()), 1),
+            images=int(self.images[c]),
+            objects=len(areas),
+            median_diameter=float(np.median(diameters)) if len(diameters) else 0.0,
+            small_diameter=float(np.percentile(diameters, 10)) if len(diameters) else 0.0,
+            extent=float(np.percentile(sides, 90)) if len(sides) else 0.0,
+            width=float(np.median(widths)) if len(widths) else 0.0,
+        )
 
 
 def fingerprint(spec: DataSpec, limit: int = MAX_PAIRS, progress: bool = False, seed: int = 0) -> Fingerprint:
@@ -135,27 +160,14 @@ def fingerprint(spec: DataSpec, limit: int = MAX_PAIRS, progress: bool = False, 
         seed: Seed of the pixel sample for the percentiles.
     """
     pairs, rng = sample_pairs(spec, limit), np.random.default_rng(seed)
-    k = len(spec.classes)
-    shapes, dtypes, samples = [], set(), []
-    pixels, images = np.zeros(k, np.int64), np.zeros(k, np.int64)
-    areas: list[list[np.ndarray]] = [[] for _ in range(k)]
-    sides: list[list[np.ndarray]] = [[] for _ in range(k)]
-    widths: list[list[np.ndarray]] = [[] for _ in range(k)]
-    ignored = total = 0
+    shapes, dtypes, samples, tally = [], set(), [], ClassTally(spec.classes)
     for pair in tqdm(pairs, desc="fingerprint", unit="pair", disable=not progress, leave=False):
         image, mask = read_pair(pair, spec)  # (H, W, C), (H, W)
         shapes.append(mask.shape)
         dtypes.add(image.dtype)
         flat = image.reshape(-1, image.shape[-1])
         samples.append(flat[rng.integers(0, len(flat), min(PIXEL_SAMPLE, len(flat)))].astype(np.float64))
-        counts = np.bincount(mask[mask != IGNORE].ravel(), minlength=k)[:k]
-        pixels, images = pixels + counts, images + (counts > 0)
-        ignored, total = ignored + int((mask == IGNORE).sum()), total + mask.size
-        for c in np.flatnonzero(counts):
-            a, s = region_sizes(mask, c)
-            areas[c].append(a)
-            sides[c].append(s)
-            widths[c].append(centre_widths(mask, c))
+        tally.add(mask)
     sample = np.concatenate(samples)  # (n, C)
     return Fingerprint(
         pairs=len(spec.pairs),
@@ -165,7 +177,6 @@ def fingerprint(spec: DataSpec, limit: int = MAX_PAIRS, progress: bool = False, 
         channels=int(sample.shape[1]),
         dtype=str(max(dtypes, key=lambda d: np.dtype(d).itemsize)),
         percentiles=[tuple(float(v) for v in np.percentile(sample[:, c], [0.5, 50, 99.5])) for c in range(sample.shape[1])],
-        classes=[_class_stats(name, int(pixels[c]), int(pixels.sum()), int(images[c]), areas[c], sides[c], widths[c])
-                 for c, name in enumerate(spec.classes)],
-        ignored_fraction=ignored / max(total, 1),
+        classes=tally.stats(),
+        ignored_fraction=tally.ignored / max(tally.total, 1),
     )
