@@ -69,3 +69,11 @@ def test_a_folder_to_fill(tree):
     refuse_unsafe_folder(tree / "old", [a], "--report-dir", overwrite=True)
     with pytest.raises(UnetkitError, match="is a file, not a folder"):
         refuse_unsafe_folder(a, [], "--report-dir")
+
+
+def test_an_earlier_zarr_store_is_an_output_like_a_file(tree):
+    store = tree / "old" / "mask.zarr"
+    store.mkdir()
+    with pytest.raises(UnetkitError, match="mask.zarr already exists; pass --overwrite"):
+        refuse_unsafe_outputs([(store, tree / "images" / "a.png")], [tree / "images" / "a.png"], "--out")
+    refuse_unsafe_outputs([(store, tree / "images" / "a.png")], [tree / "images" / "a.png"], "--out", overwrite=True)

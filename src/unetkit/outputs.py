@@ -17,6 +17,7 @@ from pathlib import Path
 from unetkit.errors import UnetkitError
 
 OVERWRITE_HINT = "pass --overwrite to replace it"
+STORES = (".zarr",)  # outputs that are folders: an existing one is an earlier output, replaced like a file
 
 
 def _resolved(paths: Iterable[str | os.PathLike]) -> dict[Path, Path]:
@@ -56,7 +57,7 @@ def refuse_unsafe_outputs(planned: Iterable[tuple[Path, Path]], inputs: Iterable
             raise UnetkitError(f"{claimed[where]} and {source} would both write {target}; rename one of them or write them to "
                                f"separate {option} folders")
         claimed[where] = source
-        if target.is_dir():
+        if target.is_dir() and target.suffix.lower() not in STORES:
             raise UnetkitError(f"{option}: {target} is a folder where a file would be written; remove it or choose another {option}")
         blocking = next((p for p in target.parents if p.exists()), None)
         if blocking is not None and not blocking.is_dir():
