@@ -17,7 +17,7 @@ from unetkit.data.geo import GeoReader, is_georeferenced, rasterio_module
 from unetkit.data.io import read_image
 from unetkit.errors import UnetkitError
 from unetkit.inference.options import InferenceOptions
-from unetkit.inference.predictor import softmax
+from unetkit.inference.tta import softmax
 from unetkit.inference.stream import predict_stream
 from unetkit.loading import load_segmenter
 

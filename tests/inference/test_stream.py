@@ -23,7 +23,7 @@ from unetkit.engine.checkpoint import save_checkpoint
 from unetkit.errors import UnetkitError
 from unetkit.inference import stream
 from unetkit.inference.options import InferenceOptions
-from unetkit.inference.predictor import softmax
+from unetkit.inference.tta import softmax
 from unetkit.inference.sources import open_source, reflect
 from unetkit.inference.stream import predict_stream, stream_targets
 from unetkit.inference.tiling import mirror_pad

@@ -15,13 +15,13 @@ from unetkit.commands import Limits
 from unetkit.config import TrainConfig
 from unetkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from unetkit.inference.options import InferenceOptions
-from unetkit.inference.predictor import softmax, tiled_logits
+from unetkit.inference.predictor import tiled_logits
 from unetkit.inference.stream import predict_stream
 from unetkit.inference.tiling import mirror_pad, plan_axis
-from unetkit.inference.tta import DIHEDRAL, HFLIP, TTAForward, apply_transform, invert_transform, tta_transforms, uncertainty_map
+from unetkit.inference.tta import DIHEDRAL, HFLIP, TTAForward, apply_transform, invert_transform, softmax, tta_transforms, uncertainty_map
 from unetkit.loading import load_segmenter
 from unetkit.models.config import ModelConfig
-from unetkit.models.unet import UNet, unet_from_weights
+from unetkit.models.unet import unet_from_weights
 
 from tests.inference.test_stream import make_checkpoint, noise
 

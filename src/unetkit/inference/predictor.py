@@ -21,7 +21,7 @@ from unetkit.errors import UnetkitError
 from unetkit.inference.options import DEFAULT_BATCH, DEFAULT_TILE, InferenceOptions
 from unetkit.inference.stitch import Stitcher, TileFunction, TileGrid, forward_batch, prefetched
 from unetkit.inference.tiling import mirror_pad
-from unetkit.inference.tta import TTAForward, tta_transforms
+from unetkit.inference.tta import TTAForward, softmax, tta_transforms
 from unetkit.models.config import ModelConfig
 from unetkit.models.unet import UNet, unet_from_weights
 from unetkit.runtime import autocast, resolve_device, resolve_precision
@@ -163,12 +163,6 @@ def tiled_logits(
 def mask_dtype(num_classes: int) -> type:
     """The dtype of class-index masks: uint8 up to 256 classes, else uint16."""
     return np.uint8 if num_classes <= 256 else np.uint16
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over axis 0 of (K, H, W) logits."""
-    e = np.exp(logits - logits.max(axis=0, keepdims=True))
-    return e / e.sum(axis=0, keepdims=True)
 
 
 def probabilities_to_mask(probs: np.ndarray) -> np.ndarray:

@@ -29,11 +29,12 @@ from unetkit.data.io import probe_image
 from unetkit.errors import UnetkitError
 from unetkit.inference.dask_predict import dask_results
 from unetkit.inference.options import NODATA_CLASS
-from unetkit.inference.predictor import Segmenter, mask_dtype, probabilities_to_mask, softmax
+from unetkit.inference.predictor import Segmenter, mask_dtype, probabilities_to_mask
 from unetkit.inference.sources import is_zarr, load_batch, open_source
 from unetkit.inference.stitch import Reduce, Stitcher, TileGrid, TileResult, forward_batch, prefetched
-from unetkit.inference.tta import uncertainty_map
+from unetkit.inference.tta import softmax, uncertainty_map
 from unetkit.inference.writers import Output
+from unetkit.outputs import refuse_unsafe_outputs
 
 STREAM_PIXELS = 64_000_000  # --stream auto: stream images with more pixels than this
 OUTPUT_SUFFIXES = (".tif", ".tiff", ".zarr")
@@ -162,8 +163,8 @@ def predict_stream(
         >>> predict_stream(unetkit.load("best.pt"), "slide.ome.tif", "masks/slide.tif")  # doctest: +SKIP
     """
     source_path, target = Path(source), Path(target)
-    if source_path.resolve() in (target.resolve(), probabilities_path(target).resolve(), uncertainty_path(target).resolve()):
-        raise UnetkitError(f"--out {target} would overwrite the input {source_path}; choose another output name")
+    siblings = (target, probabilities_path(target), uncertainty_path(target))  # each refused as an input, written or not
+    refuse_unsafe_outputs([(path, source_path) for path in siblings], [source_path], "--out", overwrite=True, named=True)
     src = open_source(source_path)
     try:
         check_source(src, source_path, seg, nodata_class)

@@ -1,4 +1,5 @@
-"""Test-time augmentation and the uncertainty map, as pure functions on tile batches and probabilities.
+"""Class probabilities: their softmax, test-time augmentation and the uncertainty map, as pure functions on
+tile batches and probabilities.
 
 :class:`TTAForward` wraps a tile function: each batch of tiles is also run flipped and rotated, every
 result is mapped back, and the softmax probabilities are averaged. It returns the log of the average, so
@@ -63,8 +64,12 @@ def tta_transforms(meta: dict) -> tuple[Transform, ...]:
     return HFLIP if aug.hflip and not aug.flip_rotate else DIHEDRAL
 
 
-def _softmax(logits: np.ndarray, axis: int) -> np.ndarray:
-    with np.errstate(invalid="ignore"):  # infinite logits become NaN, which prediction then refuses with the image's name
+def softmax(logits: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Softmax of logits over ``axis`` (the class axis: 0 of (K, H, W), 1 of a (B, K, h, w) batch).
+
+    Infinite logits give NaN, which prediction then refuses with the image's name.
+    """
+    with np.errstate(invalid="ignore"):
         e = np.exp(logits - logits.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
 
@@ -94,7 +99,7 @@ class TTAForward:
         total = None
         for t in self.transforms:
             logits = self.forward(np.ascontiguousarray(apply_transform(x, t)))  # (B, K, h', w'), or (B, K, w', h') turned
-            probs = invert_transform(_softmax(logits.astype(np.float32), axis=1), t)
+            probs = invert_transform(softmax(logits.astype(np.float32), axis=1), t)
             total = probs if total is None else total + probs
         mean = total / np.float32(len(self.transforms))  # (B, K, h', w')
         return np.log(np.maximum(mean, _TINY)).astype(np.float32)
