@@ -92,7 +92,7 @@ def main() -> int:
     for area in dict.fromkeys(row["area"] for row in rows):
         table = [f"### {area}", "", "| case | what unetkit says |", "|---|---|"]
         for row in (r for r in rows if r["area"] == area):
-            message = re.sub(r"/tmp/pytest-of-[^/]+/pytest-\d+/[^/ ]+?/", "<tmp>/", row["message"])
+            message = re.sub(r"/tmp/pytest-of-[^/]+/pytest-\d+/[^/ :;,']+", "<tmp>", row["message"])
             message = message.replace("unetkit: error: ", "").replace("|", "\\|")
             table.append(f"| {row['case']} | `{message}` |")
         sections.append("\n".join(table))
