@@ -27,10 +27,10 @@ ISBI = ROOT / "examples" / "isbi2012" / "dataset.yaml"
 ISBI_OPTIONS = dict(base_channels=32, depth=4, patch_size=128, batch_size=4, lr=1e-3, optimizer="adam", schedule="cosine", tile=512)
 
 
-def publish(name: str, lines: list[str]) -> None:
-    """Print ``lines`` and put them between the section's markers in docs/benchmarks.md (appended if missing)."""
+def publish(name: str, lines: list[str], doc: Path | None = None) -> None:
+    """Print ``lines`` and put them between the section's markers in ``doc`` (default docs/benchmarks.md; appended if missing)."""
     print("\n".join(lines))
-    doc = ROOT / "docs" / "benchmarks.md"
+    doc = doc or ROOT / "docs" / "benchmarks.md"
     text = doc.read_text() if doc.exists() else "# Benchmarks\n\nEvery figure here was produced by the command shown next to it.\n"
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     block = f"{begin}\n" + "\n".join(lines).strip() + f"\n{end}"

@@ -21,7 +21,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from spine import publish  # noqa: E402
+from spine import publish
+
+from unetkit.machine import cpu_name
 
 
 def commands() -> dict[str, list[str]]:
@@ -37,17 +39,6 @@ def commands() -> dict[str, list[str]]:
     if script:
         timed["unetkit --help"] = [script, "--help"]
     return timed
-
-
-def cpu_name() -> str:
-    """The processor's model name (Linux), else what platform reports."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def measure(timed: dict[str, list[str]], runs: int) -> dict[str, list[float]]:

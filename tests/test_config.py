@@ -7,12 +7,12 @@ from unetkit.config import TrainConfig, dump_config, make_config
 from unetkit.errors import UnetkitError
 
 
-def test_defaults_are_cpu_sized_and_the_paper_network_is_a_preset():
-    cfg = TrainConfig()
-    assert (cfg.base_channels, cfg.depth, cfg.patch_size, cfg.padding) == (32, 4, 128, "valid")
+def test_defaults_are_planned_else_cpu_sized_and_the_paper_network_is_a_preset():
+    cfg = TrainConfig()  # auto: the engine plans it from the data; without a plan it is the cpu preset
+    assert cfg.model_size == "auto" and (cfg.base_channels, cfg.depth, cfg.patch_size, cfg.padding) == (32, 4, 128, "valid")
     assert (TrainConfig(model_size="paper").base_channels, TrainConfig(model_size="paper").depth) == (64, 5)
     assert TrainConfig(model_size="paper", depth=4).depth == 4  # explicit options beat the preset
-    with pytest.raises(UnetkitError, match="model_size='huge' is not one of cpu, paper"):
+    with pytest.raises(UnetkitError, match="model_size='huge' is not one of auto, cpu, paper"):
         TrainConfig(model_size="huge")
     assert cfg.resolved_epochs == 50 and cfg.resolved_lr == 1e-3
     assert TrainConfig(optimizer="sgd").resolved_lr == 1e-2

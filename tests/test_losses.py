@@ -42,7 +42,7 @@ def test_class_weights_and_all_ignored():
     assert segmentation_loss(logits, target, "ce", class_weights=w).item() == pytest.approx(math.log(2))
     assert segmentation_loss(logits, torch.full((1, 1, 2), -1), "ce").item() == 0.0
     with pytest.raises(ValueError, match="loss="):
-        segmentation_loss(logits, target, "focal")
+        segmentation_loss(logits, target, "hinge")
 
 
 def test_class_weighted_ce_is_torchs_weighted_mean_and_zero_for_a_batch_of_zero_weight_pixels():

@@ -48,7 +48,7 @@ def test_rows_hold_settings_and_best_scores(runs_dir):
     a = rows["a"]
     assert (a["status"], a["data"], a["optimizer"], a["lr"], a["epochs"], a["minutes"]) == ("done", "data/cells", "sgd", 0.01, 3, 3.0)
     assert (a["dice"], a["iou"]) == (0.8, 0.7)  # the IoU of the best-Dice epoch, as best.pt
-    assert (a["model_size"], a["base_channels"], a["depth"], a["patch_size"], a["loss"], a["augment"]) == ("cpu", 32, 4, 128, "ce+dice", "light")
+    assert (a["model_size"], a["base_channels"], a["depth"], a["patch_size"], a["loss"], a["augment"]) == ("auto", 32, 4, 128, "ce+dice", "light")
     assert (rows["b"]["lr"], rows["b"]["base_channels"], rows["b"]["loss"]) == (0.01, 16, "dice")
     c = rows["sweep/c"]
     assert (c["status"], c["dice"], c["epochs"], c["model_size"], c["base_channels"], c["augment"]) == ("pruned", 0.6, 2, "paper", 64, "paper")
@@ -85,7 +85,7 @@ def test_cli_table_json_and_no_runs(runs_dir, tmp_path, capsys):
     assert main(["runs", str(runs_dir)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["run", "status", "data", "size", "base", "depth", "patch", "loss", "optim", "lr", "augment", "epochs", "min", "dice", "iou"]
-    assert lines[1].split() == ["b", "done", "data/cells", "cpu", "16", "4", "128", "dice", "adam", "0.01", "light", "1", "1.0", "0.9000", "0.8500"]
+    assert lines[1].split() == ["b", "done", "data/cells", "auto", "16", "4", "128", "dice", "adam", "0.01", "light", "1", "1.0", "0.9000", "0.8500"]
     assert lines[4].split()[:2] == ["d", "running"] and lines[4].split()[-3:] == ["-", "-", "-"]
     (tmp_path / "empty").mkdir()
     assert main(["runs", str(tmp_path / "empty")]) == 0

@@ -3,6 +3,7 @@
 The public API::
 
     import unetkit
+    print(unetkit.plan("data/", time=10)["options"])  # what train would choose, and why (["reasons"])
     result = unetkit.train(data="data/", out="runs/exp1", time=10)
     seg = unetkit.load("runs/exp1/best.pt")
     unetkit.predict("runs/exp1/best.pt", ["big_image.tif"], out="preds/")
@@ -24,12 +25,12 @@ from unetkit.version import __version__
 # public name -> the module that defines it
 _HOMES = {
     "train": "unetkit.api", "load": "unetkit.api", "predict": "unetkit.api", "evaluate": "unetkit.evaluation",
-    "check": "unetkit.api", "export": "unetkit.api", "serve": "unetkit.api",
+    "check": "unetkit.api", "plan": "unetkit.api", "export": "unetkit.api", "serve": "unetkit.api",
     "tune": "unetkit.tuning", "runs": "unetkit.runlist", "recipe": "unetkit.recipes",
     "UNet": "unetkit.models.unet", "ModelConfig": "unetkit.models.config",
 }
 
-__all__ = ["UNet", "ModelConfig", "UnetkitError", "train", "load", "predict", "evaluate", "check", "export", "serve", "recipe",
+__all__ = ["UNet", "ModelConfig", "UnetkitError", "train", "load", "predict", "evaluate", "check", "plan", "export", "serve", "recipe",
            "tune", "runs", "__version__"]
 
 

@@ -18,7 +18,10 @@ from tqdm.auto import tqdm
 from unetkit.checking import diagnose
 from unetkit.commands import CheckOptions, ExportOptions, Limits, PredictOptions, ServeOptions, TrainRun
 from unetkit.data.io import FORMAT_NAMES, IMAGE_EXTENSIONS, probe_image, read_image, sniff, write_png, write_tiff
+from unetkit.engine.folds import folds_plan, train_folds
+from unetkit.config import given_options, make_config
 from unetkit.engine.launcher import launch
+from unetkit.engine.planned import plan_run
 from unetkit.engine.resume import resolve_run
 from unetkit.engine.trainer import TrainResult, train as run
 from unetkit.errors import UnetkitError
@@ -29,7 +32,7 @@ from unetkit.inference.sources import is_zarr, open_source
 from unetkit.inference.stream import predict_stream, probabilities_path, stream_targets, uncertainty_path
 from unetkit.inference.tta import uncertainty_map
 from unetkit.instances import instance_files, model_target, write_instances
-from unetkit.loading import load_segmenter
+from unetkit.loading import Models, load_segmenter, model_sources
 from unetkit.outputs import refuse_inside, refuse_unsafe_outputs
 from unetkit.report import overlay as draw_overlay
 from unetkit.tracking import run_callbacks
@@ -53,10 +56,22 @@ def train(callbacks=(), **options) -> TrainResult:
             from the run's last.pt.
         overwrite: Start a new run in an ``out`` folder that already holds one (refused otherwise).
 
+    With ``folds=K`` (and no ``fold``) it trains K cross-validation runs into ``out/fold0..`` and writes
+    ``out/ensemble.yaml``, which ``predict``/``evaluate``/``load`` take as one model; ``resume`` continues such
+    a run at its unfinished fold, and the result is a :class:`~unetkit.engine.folds.FoldsResult`.
+
     Example:
         >>> unetkit.train(data="data/", out="runs/exp1", time=10, base_channels=32)
     """
     start = TrainRun.build("train", **{k: options.pop(k) for k in TRAIN_RUN if k in options})
+    plan = folds_plan(start, options)
+    if plan is not None:  # one run per fold, each through _train_one, then their ensemble
+        return train_folds(plan, callbacks, _train_one)
+    return _train_one(start, options, callbacks)
+
+
+def _train_one(start: TrainRun, options: dict, callbacks=()) -> TrainResult:
+    """One run as ``start`` and ``options`` say: here, or in ``start.nproc`` processes under torchrun."""
     if start.nproc is not None or start.max_restarts:  # each worker takes its callbacks from run_callbacks, named for the job file
         factory = f"{run_callbacks.__module__}:{run_callbacks.__qualname__}"
         return launch(start, callbacks, options, callbacks_factory=factory)
@@ -65,8 +80,9 @@ def train(callbacks=(), **options) -> TrainResult:
         return run(cfg, resume=state, callbacks=hooks)
 
 
-def load(model: str | Path | Segmenter, **options) -> Segmenter:
-    """Load a checkpoint (``best.pt``/``last.pt``) or an exported ``.onnx`` model as a :class:`Segmenter` ready to predict.
+def load(model: Models, **options) -> Segmenter:
+    """Load a checkpoint (``best.pt``/``last.pt``) or an exported ``.onnx`` model as a :class:`Segmenter` ready to predict;
+    several of them (a list, or comma-separated), or an ensemble folder, as one that averages their class probabilities.
 
     ``options`` are those of :class:`~unetkit.inference.options.InferenceOptions` (tile, batch_size, device,
     precision, backend, int8, calibration, tta). ``backend="onnxruntime"`` runs a checkpoint through ONNX Runtime
@@ -102,7 +118,7 @@ def _inputs(inputs: list[str | Path]) -> list[tuple[str, Path]]:
     return found  # inputs whose keys collide are refused with the other output clashes, by predict
 
 
-def predict(model: str | Path | Segmenter, inputs: list[str | Path] | str | Path, out: str | Path, **options) -> list[Path]:
+def predict(model: Models, inputs: list[str | Path] | str | Path, out: str | Path, **options) -> list[Path]:
     """Segment images of any size with overlap-tile inference and write the results.
 
     ``options`` are those of :class:`~unetkit.commands.PredictOptions` (``unetkit predict --help``).
@@ -115,6 +131,9 @@ def predict(model: str | Path | Segmenter, inputs: list[str | Path] | str | Path
     With ``tta`` (test-time augmentation) the probabilities are the mean of those of the 8 flips and
     90-degree rotations of each tile, or of the tile and its left-right flip for a model trained with
     ``hflip`` only (see :mod:`unetkit.inference.tta`): 8 (or 2) times the compute.
+
+    Several models (a list, ``"a.pt,b.pt"``, or a ``train --folds`` folder) give the mean of their probabilities
+    (:mod:`unetkit.inference.ensemble`).
 
     With ``instances``: ``out/name_instances.tif`` (uint16 object labels, 0 = background) and
     ``out/name_objects.csv`` (label, area, centroid, bounding box, mean foreground probability). A model
@@ -147,7 +166,7 @@ def predict(model: str | Path | Segmenter, inputs: list[str | Path] | str | Path
     if streamed and (o.overlay or o.instances):
         raise UnetkitError(f"{next(iter(streamed.values()))} is streamed; --overlay and --instances need an image that fits in memory (pass --stream never)")
     planned = [(target, path) for key, path in items for target in _output_files(key, out, o, streamed.get(key)).values()]
-    models = [Path(model)] if isinstance(model, (str, Path)) else []
+    models = model_sources(model)  # every model file an ensemble reads, too
     named = any(target == out for target, _ in planned)  # --out FILE: the user chose the name
     refuse_unsafe_outputs(planned, [path for _, path in items], "--out", o.overwrite, models, named)
     seg = load_segmenter(model, InferenceOptions.pick(o))
@@ -210,6 +229,23 @@ def _predict_image(seg: Segmenter, path: Path, out: Path, key: str, o: PredictOp
     if o.instances:
         write_instances(out, key, probs, kind, o.seed_threshold, o.min_size, o.fill_holes)
     return list(files.values())
+
+
+def plan(data: str | Path, config: str | Path | None = None, **options) -> dict:
+    """How ``train`` would plan a run on ``data`` (``model_size`` auto): each option with its reason, the data's
+    fingerprint and, with ``time``, the measured step time; nothing is trained or written.
+
+    Options given here (or in ``config``) are kept as given, and the rest is planned around them, as ``train`` does.
+
+    Example:
+        >>> unetkit.plan("data/", time=20)["options"]["patch_size"]  # doctest: +SKIP
+        256
+    """
+    given = given_options(config, data=str(data), **options)
+    cfg = make_config(config, data=str(data), **options)
+    if cfg.model_size != "auto":
+        raise UnetkitError(f"--model-size {cfg.model_size} is a fixed preset, so there is nothing to plan; drop it (auto is the default)")
+    return plan_run(cfg, given, progress=cfg.progress).document()
 
 
 def check(data: str | Path, **options) -> dict:

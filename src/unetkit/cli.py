@@ -19,8 +19,8 @@ from dataclasses import MISSING, dataclass, fields
 from typing import NoReturn
 
 from unetkit.commands import (
-    CheckOptions, DemoOptions, EvaluateOptions, ExportOptions, PredictOptions, RecipeOptions, RunsOptions, ServeOptions,
-    TrainRun, TuneOptions,
+    CheckOptions, DemoOptions, EvaluateOptions, ExportOptions, PlanOptions, PredictOptions, RecipeOptions, RunsOptions,
+    ServeOptions, TrainRun, TuneOptions,
 )
 from unetkit.config import TrainConfig
 from unetkit.options import field_type, item_type
@@ -49,6 +49,10 @@ class Command:
 COMMANDS = {
     "train": Command("unetkit.api:train", "train a U-Net on a folder of images and masks", (TrainRun, TrainConfig),
                      "Train a U-Net. Every option can also be set in --config YAML; flags override it."),
+    "plan": Command("unetkit.api:plan", "show how train would size the network and the patches for a data set and a budget, and why",
+                    (PlanOptions, TrainConfig), "Fingerprint the training split, time candidate networks on this machine (with --time), "
+                    "and print each planned option with its reason, without training. Options given here are kept, as train keeps them.",
+                    skip=("data", "out", "config"), json=True),
     "predict": Command("unetkit.api:predict", "segment images of any size with overlap-tile inference", (PredictOptions,)),
     "evaluate": Command("unetkit.evaluation:evaluate", "score a model on labelled data, or saved predictions against masks", (EvaluateOptions,),
                         "Either --model with --data, or --pred with --truth.", json=True),
@@ -236,6 +240,10 @@ def _print_text(command: str, result, args: dict) -> None:
         _print_recipe(result, args)
     elif command == "predict":
         print(f"wrote {len(result)} file(s)")
+    elif command == "plan":
+        from unetkit.engine.planned import format_plan
+
+        print(format_plan(result))
     elif command == "export":
         print(f"wrote {result}")
     elif command == "evaluate":

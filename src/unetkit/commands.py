@@ -46,10 +46,19 @@ class TrainRun(Options):
 
 
 @dataclass(kw_only=True)
+class PlanOptions(Options):
+    """``unetkit.plan``: the training plan for a data set and a budget, without training."""
+
+    data: str = opt(help="training data: a folder with images/ and masks/, or a dataset.yaml", positional=True, metavar="DATA")
+    config: str | None = opt(None, "YAML file of training options: the plan keeps what it sets, as train would")
+
+
+@dataclass(kw_only=True)
 class PredictOptions(InferenceOptions, InstanceOptions):
     """``unetkit.predict``: segment images of any size with overlap-tile inference."""
 
-    model: str = opt(help="checkpoint (a run's best.pt or last.pt) or an exported .onnx model")
+    model: str = opt(help="checkpoint (a run's best.pt or last.pt) or an exported .onnx model; several comma-separated, or a folder "
+                     "written by train --folds (or its ensemble.yaml), to average their class probabilities (an ensemble)")
     inputs: list[str] = opt(help="image files, zarr stores or folders (searched recursively)", positional=True, metavar="INPUT")
     out: str = opt(help="output folder: NAME.png class-index masks (NAME.tif for streamed images); or, for one input, "
                    "a .tif/.tiff/.zarr file to stream the mask into")
@@ -71,7 +80,8 @@ class PredictOptions(InferenceOptions, InstanceOptions):
 class EvaluateOptions(InferenceOptions, InstanceOptions):
     """``unetkit.evaluate``: score a model on labelled data (model + data), or saved predictions (pred + truth)."""
 
-    model: str | None = opt(None, "checkpoint or exported .onnx model to evaluate on --data")
+    model: str | None = opt(None, "checkpoint or exported .onnx model to evaluate on --data; several comma-separated, or a train --folds "
+                            "folder, to evaluate the ensemble that averages their probabilities")
     data: str | None = opt(None, "labelled data set (folder or dataset.yaml)")
     split: str | None = opt(None, "a split of the dataset.yaml (e.g. val); default: all pairs")
     pred: str | None = opt(None, "folder of predicted masks, NAME.png or NAME.tif per truth mask (class indices, or 0/1 or 0/255 "

@@ -18,7 +18,8 @@ from unetkit.data.augmentation import AUGMENT_OPTIONS, AUGMENTS, Augmentation, r
 from unetkit.data.modes import MASK_MODES, SIGMA, TARGETS, W0
 from unetkit.errors import UnetkitError
 from unetkit.files import atomic_write
-from unetkit.models.config import NORMS, PADDINGS, UP_MODES, ModelConfig
+from unetkit.loss_names import FOCAL_GAMMA, LOSSES, TVERSKY_ALPHA, TVERSKY_BETA
+from unetkit.models.config import ENCODER_DEPTH, ENCODERS, NORMS, PADDINGS, UP_MODES, ModelConfig
 from unetkit.options import PRECISIONS, Options, check_keys, field_type, item_type, opt
 from unetkit.yaml_files import read_yaml
 
@@ -27,7 +28,8 @@ MODEL_SIZES = {
     "cpu": {"base_channels": 32, "depth": 4, "patch_size": 128},
     "paper": {"base_channels": 64, "depth": 5, "patch_size": 388},
 }
-LOSSES = ("ce", "dice", "ce+dice", "weighted-ce", "weighted-ce+dice")
+# What --encoder implies: the geometry it fixes (depth, padding) and its decoder's defaults, those of smp's Unet.
+ENCODER_OPTIONS = {"depth": ENCODER_DEPTH, "padding": "same", "base_channels": 16, "norm": "batch", "up_mode": "bilinear"}
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "poly", "cosine", "plateau")
 LR_SCALINGS = ("none", "linear", "sqrt")
@@ -42,28 +44,42 @@ class TrainConfig(Options):
     data: str = opt("", "training data: a folder with images/ and masks/, or a dataset.yaml")
     val: str | None = opt(None, "validation data (folder or dataset.yaml); default: the yaml's val split, else --val-fraction")
     val_fraction: float = opt(0.2, "share of the training pairs held out for validation when --val is not given")
+    folds: int | None = opt(None, "cross-validation: train K runs into OUT/fold0..fold{K-1}, each validated on its own 1/K of the "
+                            "training pairs (the yaml's train split; --val-fraction unused) with --time/K minutes, and write "
+                            "OUT/ensemble.yaml: predict --model OUT averages them (docs/ensembles.md)", low=2, metavar="K")
+    fold: int | None = opt(None, "with --folds: train only fold I (0..K-1) into --out, as --folds does for each fold", low=0, metavar="I")
     mask_mode: str = opt("auto", "how masks encode classes", MASK_MODES)
     target: str = opt("semantic", "what the network learns: semantic = the mask's classes; instances = background, interior and "
                       "the boundary where objects touch, from instance masks, so predict --instances can separate them", TARGETS)
     boundary_width: int = opt(2, "--target instances: object pixels within this many pixels of another object are boundary")
     out: str = opt("runs/exp", "run folder for checkpoints, config.yaml, metrics.csv and curves.png")
     # model (see unetkit.models.unet.ModelConfig)
-    model_size: str = opt("cpu", "preset for base_channels, depth and patch_size: cpu = 32, 4, 128 (learns ISBI 2012 in ~15 min on 2 "
-                          "cores); paper = 64, 5, 388 (the 2015 paper's network and 572-pixel tiles)", tuple(MODEL_SIZES))
-    base_channels: int | None = opt(None, "feature maps at the first level, doubled per level (default: the --model-size preset's; paper: 64)", low=1)
-    depth: int | None = opt(None, "levels of the U-Net, i.e. depth-1 poolings (default: the --model-size preset's; paper: 5)", low=1)
-    padding: str = opt("valid", "valid: unpadded convs as in the paper; same: padded", PADDINGS)
-    norm: str = opt("none", "normalisation after each conv", NORMS)
+    model_size: str = opt("auto", "auto = planned from the data and the budget (unetkit plan DATA shows the plan and its reasons; "
+                          "options you give are kept); or a preset for base_channels, depth and patch_size: cpu = 32, 4, 128 "
+                          "(learns ISBI 2012 in ~15 min on 2 cores); paper = 64, 5, 388 (the 2015 paper's network and 572-pixel tiles)",
+                          ("auto", *MODEL_SIZES))
+    base_channels: int | None = opt(None, "feature maps at the first level, doubled per level (default: planned with --model-size auto, else the preset's; paper: 64)", low=1)
+    depth: int | None = opt(None, "levels of the U-Net, i.e. depth-1 poolings (default: planned with --model-size auto, else the preset's; paper: 5)", low=1)
+    padding: str | None = opt(None, "valid: unpadded convs as in the paper; same: padded (default: valid; with --encoder: same, "
+                              "which it needs)", PADDINGS)
+    norm: str | None = opt(None, "normalisation after each conv (default: none; with --encoder: batch, in the decoder)", NORMS)
     sync_bn: bool = opt(False, "with --norm batch under several processes (torchrun, --nproc): batch statistics of the global batch "
                         "(synchronised batch norm) instead of each process's own patches")
     dropout: float = opt(0.0, "dropout at the end of the contracting path (paper: 0.5)", low=0)
-    up_mode: str = opt("transposed", "up-sampling: 2x2 up-conv (paper) or bilinear + 1x1 conv", UP_MODES)
+    up_mode: str | None = opt(None, "up-sampling: 2x2 up-conv (paper) or bilinear + 1x1 conv (default: transposed; with --encoder: "
+                              "bilinear, without the 1x1 conv, as segmentation_models_pytorch)", UP_MODES)
+    encoder: str = opt("none", "contracting path: none = the U-Net's own; resnet18, resnet34, mobilenet_v2 = torchvision's ImageNet "
+                       "classifier without its head, under a U-Net decoder, for photographs (then depth 6, i.e. sizes in multiples "
+                       "of 32, padding same, base_channels 16 = decoder widths 256..16)", ENCODERS)
+    encoder_weights: str | None = opt(None, "the --encoder's weights when training starts: imagenet = torchvision's ImageNet file, "
+                                      "downloaded once into torch.hub's cache; or the PATH of that file (default: random)",
+                                      metavar="imagenet|PATH")
     # optimisation
     epochs: int | None = opt(None, "number of epochs (default 50 unless --time is given)", low=1)
     time: float | None = opt(None, "time budget in minutes; training stops cleanly within it")
     steps_per_epoch: int | None = opt(None, "optimizer steps per epoch (default: enough patches to cover the training pixels once, at least 10)", low=1)
     batch_size: int = opt(4, "patches per optimizer step", low=1)
-    patch_size: int | None = opt(None, "output size of a training patch in pixels, valid mode adds the context around it (default: the --model-size preset's)", low=1)
+    patch_size: int | None = opt(None, "output size of a training patch in pixels, valid mode adds the context around it (default: planned with --model-size auto, else the preset's)", low=1)
     optimizer: str = opt("adam", "optimizer (sgd uses the paper's momentum 0.99)", OPTIMIZERS)
     lr: float | None = opt(None, "learning rate (default: 1e-3 for adam/adamw, 1e-2 for sgd)")
     lr_scaling: str = opt("none", "learning rate under W processes, whose global batch is W x batch_size: none = --lr as given; "
@@ -71,8 +87,12 @@ class TrainConfig(Options):
     momentum: float = opt(0.99, "SGD momentum (paper: 0.99)", low=0, high=1)
     weight_decay: float = opt(0.0, "weight decay (adamw: decoupled)", low=0)
     schedule: str = opt("cosine", "learning-rate schedule", SCHEDULES)
-    loss: str = opt("ce+dice", "training loss; weighted-ce uses the paper's border weight map", LOSSES)
-    class_weights: list[float] | None = opt(None, "cross-entropy weight per class, e.g. [1, 3]")
+    loss: str = opt("ce+dice", "training loss, a sum of terms: weighted-ce uses the paper's border weight map; focal and tversky "
+                    "favour rare and thin structures", LOSSES)
+    class_weights: list[float] | None = opt(None, "weight per class of the ce and focal terms, e.g. [1, 3]")
+    focal_gamma: float = opt(FOCAL_GAMMA, "focal loss: exponent of (1 - p) that fades out easy pixels (Lin et al. 2017: 2; 0 = cross-entropy)", low=0)
+    tversky_alpha: float = opt(TVERSKY_ALPHA, "tversky loss: weight of false positives (Salehi et al. 2017: 0.3; 0.5 with beta 0.5 = dice)", low=0, high=1)
+    tversky_beta: float = opt(TVERSKY_BETA, "tversky loss: weight of false negatives; above alpha favours recall (Salehi et al. 2017: 0.7)", low=0, high=1)
     augment: str = opt("light", "augmentation preset: none; light (flips, 90-degree rotations); paper (light + elastic deformation + gray values); strong (paper + rotation, scale, gamma, noise, blur)", AUGMENTS)
     flip_rotate: bool | None = opt(None, "random flips and 90-degree rotations (default: the preset's)")
     hflip: bool | None = opt(None, "random left-right flips only, for images with an up direction such as street scenes; "
@@ -109,8 +129,9 @@ class TrainConfig(Options):
     mlflow_uri: str | None = opt(None, "--log mlflow: tracking URI, e.g. http://host:5000 (default: a SQLite store in RUN_DIR/mlflow)")
 
     def __post_init__(self) -> None:
-        if self.model_size in MODEL_SIZES:
-            for name, value in MODEL_SIZES[self.model_size].items():  # the preset fills what was not given
+        self._encoder_defaults()
+        if self.model_size in (*MODEL_SIZES, "auto"):  # auto without a plan (unetkit.engine.planned) falls back on cpu
+            for name, value in MODEL_SIZES.get(self.model_size, MODEL_SIZES["cpu"]).items():  # the preset fills what was not given
                 if getattr(self, name) is None:
                     setattr(self, name, value)
         self._check_lists()
@@ -122,6 +143,19 @@ class TrainConfig(Options):
         self.log = list(self.log or [])
         self._check_ranges()
         self.augmentation()  # refuses bad augmentation values
+
+    def _encoder_defaults(self) -> None:
+        """Padding, norm and up_mode that were not given; with an encoder also depth and base_channels, which it
+        fixes or suggests, before the --model-size preset fills the rest."""
+        if self.encoder not in ENCODERS[1:]:
+            self.padding, self.norm, self.up_mode = self.padding or "valid", self.norm or "none", self.up_mode or "transposed"
+            return
+        for name in ("depth", "padding"):
+            if getattr(self, name) not in (None, ENCODER_OPTIONS[name]):
+                raise UnetkitError(f"{name}={getattr(self, name)!r} does not fit encoder={self.encoder!r}, a same-padded network of "
+                                   f"stride 32 (padding same, depth {ENCODER_DEPTH}); pass --{name} {ENCODER_OPTIONS[name]} or drop --{name}")
+        for name, value in ENCODER_OPTIONS.items():
+            setattr(self, name, value if getattr(self, name) is None else getattr(self, name))
 
     def _check_lists(self) -> None:
         """List options hold a list (a string is not a list of its characters): numbers, or names (also "a,b")."""
@@ -151,10 +185,14 @@ class TrainConfig(Options):
             raise UnetkitError(f"foreground_fraction must be between 0 and 1, got {self.foreground_fraction}")
         if self.workers < 0:
             raise UnetkitError(f"workers must be >= 0 (0: sample in the training process), got {self.workers}")
+        if self.encoder_weights is not None and self.encoder == "none":
+            raise UnetkitError(f"encoder_weights={self.encoder_weights!r} needs an --encoder ({', '.join(ENCODERS[1:])}); pass one or drop --encoder-weights")
         if self.sync_bn and self.norm != "batch":
             raise UnetkitError(f"sync_bn=true synchronises batch norm, but norm={self.norm!r}; pass --norm batch or drop --sync-bn")
         if self.boundary_width < 1:
             raise UnetkitError(f"boundary_width must be >= 1 pixel, got {self.boundary_width}")
+        if self.tversky_alpha + self.tversky_beta <= 0:
+            raise UnetkitError("tversky_alpha and tversky_beta are both 0, which makes the tversky loss constant; give one of them a value > 0")
         if self.weight_w0 < 0 or self.weight_sigma <= 0:
             raise UnetkitError(f"weight_w0 must be >= 0 and weight_sigma > 0, got {self.weight_w0} and {self.weight_sigma}")
 
@@ -177,7 +215,7 @@ class TrainConfig(Options):
 
     def model_config(self, in_channels: int, num_classes: int) -> ModelConfig:
         """The network these options describe, for data of ``in_channels`` and ``num_classes``."""
-        model_fields = ("base_channels", "depth", "padding", "norm", "dropout", "up_mode")
+        model_fields = ("base_channels", "depth", "padding", "norm", "dropout", "up_mode", "encoder")
         return ModelConfig(in_channels=in_channels, num_classes=num_classes, **{k: getattr(self, k) for k in model_fields})
 
 
@@ -223,20 +261,28 @@ def _parse(value, kind: type):
     return int(number) if kind is int and number.is_integer() else number
 
 
-def make_config(config_file: str | Path | None = None, **overrides) -> TrainConfig:
-    """Defaults, then ``config_file``, then ``overrides`` (None values in overrides are ignored).
+def _layers(config_file: str | Path | None, overrides: dict) -> tuple[dict, dict]:
+    """The options set by ``config_file``, and those set by ``overrides`` (None values in overrides are not set)."""
+    from_file = load_config_file(config_file) if config_file is not None else {}
+    check_keys(TrainConfig, overrides, "argument")
+    return from_file, {k: v for k, v in overrides.items() if v is not None}
+
+
+def given_options(config_file: str | Path | None = None, **overrides) -> dict:
+    """The options that ``config_file`` and then ``overrides`` set: what a plan must keep."""
+    from_file, given = _layers(config_file, overrides)
+    return {**from_file, **given}
+
+
+def make_config(config_file: str | Path | None = None, planned: dict | None = None, **overrides) -> TrainConfig:
+    """Defaults, then ``planned`` (a plan's options, :mod:`unetkit.planning`), then ``config_file``, then
+    ``overrides`` (None values in overrides are ignored).
 
     An error about an option that came from ``config_file`` starts with the file's name.
     """
-    values: dict = {}
-    if config_file is not None:
-        values.update(load_config_file(config_file))
-    from_file = set(values)
-    check_keys(TrainConfig, overrides, "argument")
-    given = {k: v for k, v in overrides.items() if v is not None}
-    values.update(given)
+    from_file, given = _layers(config_file, overrides)
     try:
-        return TrainConfig(**values)
+        return TrainConfig(**{**(planned or {}), **from_file, **given})
     except TypeError as e:
         raise UnetkitError(f"bad configuration: {e}") from None
     except UnetkitError as e:

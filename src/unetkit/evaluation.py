@@ -28,7 +28,7 @@ from unetkit.errors import UnetkitError
 from unetkit.inference.options import InferenceOptions
 from unetkit.inference.predictor import Segmenter, probabilities_to_mask
 from unetkit.instances import model_target, probabilities_to_instances, segment_instances
-from unetkit.loading import load_segmenter
+from unetkit.loading import load_segmenter, model_sources
 from unetkit.metrics import confusion_matrix, scores
 from unetkit.metrics.boundary import boundary_counts, boundary_f1, hd95
 from unetkit.metrics.instances import AP_THRESHOLDS, aggregated_jaccard, average_precision, split_merge_counts
@@ -409,7 +409,7 @@ def run_evaluation(samples: Iterable[Sample], classes: list[str], colors: list, 
 def _refuse_unsafe_outputs(o: EvaluateOptions, folders: list[Path], files: Iterable[Path]) -> None:
     """The scores file and the report folder may replace no input, nor (without ``--overwrite``) an earlier file; the
     report may not go among the images, masks or predictions."""
-    models = [Path(o.model)] if isinstance(o.model, (str, Path)) else []
+    models = model_sources(o.model) if o.model is not None else []  # an ensemble's files too
     files = list(files)
     if o.json_path is not None:
         refuse_unsafe_outputs([(Path(o.json_path), Path("the scores"))], files, "--json-path", o.overwrite, models, named=True)
@@ -461,7 +461,7 @@ def evaluate(**options) -> dict:
         seg = load_segmenter(o.model, InferenceOptions.pick(o))
         spec = load_spec(o.data, split=o.split)
         classes, colors, groups = model_scoring(seg, spec, o.metrics, o.instances, str(o.data))
-        if run is None and isinstance(o.model, (str, Path)):
+        if run is None and isinstance(o.model, (str, Path)) and "ensemble" not in seg.meta:  # an ensemble has no one run
             run = Path(o.model).parent
         _refuse_unsafe_outputs(o, [spec.root], [*(p.image for p in spec.pairs), *(p.mask for p in spec.pairs)])
         samples = model_samples(seg, spec, spec.pairs, groups, report is not None, o.progress, post)

@@ -34,7 +34,7 @@ from unetkit.inference.onnx_backend import EXPORT_VERSION, INPUT, META_KEY, OUTP
 from unetkit.inference.predictor import Segmenter, check_meta
 from unetkit.inference.tiling import largest_valid_at_most
 from unetkit.models.config import ModelConfig, context, input_size_for_output, stride
-from unetkit.models.unet import UNet, unet_from_weights
+from unetkit.models.unet import UNet, build_model, unet_from_weights
 from unetkit.version import __version__
 
 OPSET = 17
@@ -76,7 +76,7 @@ def _torch_model(model: str | Path | Segmenter) -> tuple[UNet, dict]:
     if isinstance(model, Segmenter):
         if model.model is None:
             raise UnetkitError("this Segmenter has no PyTorch model (it is already an exported one); export its checkpoint")
-        net = UNet(model.config)
+        net = build_model(model.config)
         net.load_state_dict(model.model.state_dict())
         return net.eval(), dict(model.meta)
     path = Path(model)

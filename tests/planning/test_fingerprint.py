@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from unetkit.data.dataset import load_spec
-from unetkit.planning.fingerprint import centre_widths, fingerprint, region_sizes, sample_pairs
+from unetkit.planning.fingerprint import centre_widths, fingerprint, region_sizes, sample_pairs, touching_objects, weighted_median
 
 from tests.conftest import shared_data
 
@@ -58,10 +58,15 @@ def test_a_big_set_is_sampled_evenly(tmp_path):
 def test_centre_widths_measure_stripes_and_disks():
     stripe = np.zeros((20, 30), np.int64)
     stripe[5:8, :] = 1  # 3 pixels wide, however long
-    assert np.median(centre_widths(stripe, 1)) == 3
+    classes, widths = centre_widths(stripe)
+    assert np.median(widths[classes == 1]) == 3
     rows, cols = np.mgrid[:41, :41]
     disk = (((rows - 20) ** 2 + (cols - 20) ** 2) <= 100).astype(np.int64)  # diameter 21
-    assert 18 <= np.median(centre_widths(disk, 1)) <= 21
+    classes, widths = centre_widths(disk)
+    assert 18 <= np.median(widths[classes == 1]) <= 21
+    line = np.eye(20, dtype=np.int64)  # a diagonal line one pixel wide: its diagonal neighbours do not hide it
+    classes, widths = centre_widths(line)
+    assert (classes == 1).sum() == 20 and set(widths[classes == 1]) == {1.0}
 
 
 def test_real_isbi_membranes_are_thin_and_cells_wide():
@@ -69,3 +74,13 @@ def test_real_isbi_membranes_are_thin_and_cells_wide():
     assert fp.median_shape == (512, 512) and fp.channels == 1
     membranes, cells = fp.classes  # the membranes are the dark class 0, and they connect across the whole slice
     assert membranes.fraction < 0.3 and membranes.width <= 7 and cells.width >= 2 * membranes.width and membranes.extent == 512
+
+
+def test_weighted_median_weighs_values():
+    assert weighted_median(np.array([1.0, 1.0, 1.0, 9.0]), np.array([1.0, 1.0, 1.0, 9.0])) == 9.0  # 9 holds 9 of 12
+    assert weighted_median(np.array([3.0, 1.0, 2.0]), np.ones(3)) == 2.0
+
+
+def test_touching_objects_counts_objects_that_meet_another():
+    labels = np.array([[1, 1, 2, 0, 3], [1, 1, 2, 0, 3], [0, 0, 0, 0, 0], [4, 0, 5, 5, 0]])
+    assert touching_objects(labels) == (2, 5)  # 1 and 2 meet; 3, 4 and 5 stand alone

@@ -416,3 +416,24 @@ def split_pairs(pairs: list[Pair], val_fraction: float, seed: int) -> tuple[list
     chosen = np.random.default_rng(seed).permutation(len(by_key))[:n_val]
     val_keys = {by_key[i].key for i in chosen}
     return [p for p in pairs if p.key not in val_keys], [p for p in pairs if p.key in val_keys]
+
+
+def fold_pairs(pairs: list[Pair], folds: int, fold: int, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """Fold ``fold`` of a ``folds``-fold cross-validation: ``(train, val)``, val being one of ``folds`` disjoint
+    parts of ``pairs`` that together hold every pair once (their sizes differ by at most one).
+
+    Like :func:`split_pairs`, the draw depends only on the keys, ``folds`` and ``seed``; both lists keep the
+    input order.
+
+    Example:
+        >>> train, val = fold_pairs(spec.pairs, 5, 0, seed=0)  # doctest: +SKIP
+    """
+    if not 0 <= fold < folds:
+        raise UnetkitError(f"fold {fold} is not one of the {folds} folds 0..{folds - 1}; pass --fold 0 to {folds - 1}")
+    if len(pairs) < folds:
+        raise UnetkitError(f"{len(pairs)} labelled pair(s) cannot make {folds} folds (each needs a pair to validate on); "
+                           f"pass --folds {len(pairs)} or fewer, or add images")  # fmt: skip
+    by_key = sorted(pairs, key=lambda p: natural_key(p.key))
+    order = np.random.default_rng(seed).permutation(len(by_key))
+    val_keys = {by_key[i].key for i in order[fold::folds]}
+    return [p for p in pairs if p.key not in val_keys], [p for p in pairs if p.key in val_keys]

@@ -8,15 +8,16 @@ import sys
 from pathlib import Path
 
 from unetkit.commands import TrainRun
-from unetkit.config import TrainConfig, make_config
+from unetkit.config import TrainConfig, given_options, make_config
 from unetkit.engine.distributed import env_rank
+from unetkit.engine.planned import plan_run, write_plan
 from unetkit.engine.run_folder import RunFolder
 from unetkit.errors import UnetkitError
 from unetkit.outputs import refuse_holding, refuse_inside
 
 
 #: Options that fix the network's shape: a resumed run keeps its own.
-MODEL_OPTIONS = ("model_size", "base_channels", "depth", "padding", "norm", "up_mode", "target")
+MODEL_OPTIONS = ("model_size", "base_channels", "depth", "padding", "norm", "up_mode", "encoder", "target")
 #: Options whose change can cure a non-finite loss (see Trainer._divergence_causes); one must change to resume it.
 REMEDIES = ("lr", "optimizer", "class_weights", "precision", "loss", "norm", "momentum", "weight_decay", "schedule")
 
@@ -104,7 +105,22 @@ def resolve_run(start: TrainRun, options: dict) -> tuple[TrainConfig, dict | Non
         return resume_config(cfg.out, force=start.force, **options)
     refuse_data_folder(cfg.out, cfg.data, cfg.val)
     refuse_taken_folder(folder, start)
-    return cfg, None
+    return planned_config(cfg, start, options, folder), None
+
+
+def planned_config(cfg: TrainConfig, start: TrainRun, options: dict, folder: RunFolder) -> TrainConfig:
+    """``cfg`` with the plan's options under the given ones when ``model_size`` is auto (the plan then goes to the
+    run folder's plan.yaml); as it is for a preset (an earlier plan.yaml is removed, so none misleads)."""
+    if cfg.model_size != "auto":
+        folder.plan.unlink(missing_ok=True)
+        return cfg
+    run_plan = plan_run(cfg, given_options(start.config, **options), progress=cfg.progress)
+    planned = make_config(start.config, planned=run_plan.plan.options, **options)
+    if env_rank() == 0:
+        print("unetkit: " + "\n  ".join(run_plan.lines()), file=sys.stderr)
+        folder.prepare()
+        write_plan(run_plan, folder.plan)
+    return planned
 
 
 def refuse_data_folder(out: str | Path, *data: str | Path | None) -> None:

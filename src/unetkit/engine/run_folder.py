@@ -3,6 +3,7 @@
 A run folder holds::
 
     config.yaml    the resolved TrainConfig (loads again with --config); run-time notes as comments
+    plan.yaml      with model_size auto: the plan, each option's reason, and the data's fingerprint
     metrics.csv    one row per epoch: epoch, step, time_s, lr, train_loss, val_dice, val_iou,
                    val_pixel_accuracy, then global_batch (several processes) and val_dice_CLASS
     curves.png     training loss and validation Dice per epoch
@@ -38,13 +39,14 @@ class RunFolder:
 
     Attributes:
         path: The folder.
-        config, metrics, curves, status, best, last: Its files (see the module docstring).
+        config, plan, metrics, curves, status, best, last: Its files (see the module docstring).
         report: The folder of the HTML validation report.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.config = self.path / "config.yaml"
+        self.plan = self.path / "plan.yaml"
         self.metrics = self.path / "metrics.csv"
         self.curves = self.path / "curves.png"
         self.status = self.path / "status.json"

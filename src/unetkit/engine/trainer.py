@@ -30,7 +30,7 @@ from unetkit.engine import distributed
 from unetkit.engine.callbacks import TrainView, call
 from unetkit.engine.resume import check_resumable
 from unetkit.engine.run_folder import RunFolder
-from unetkit.engine.training_data import channel_stats, load_training_data, loss_weight_maps
+from unetkit.engine.training_data import input_stats, load_training_data, loss_weight_maps
 from unetkit.engine.writers import ProgressBar, RunWriter
 from unetkit.errors import TrainingInterrupted, UnetkitError
 from unetkit.inference.predictor import normalize, tiled_logits
@@ -38,7 +38,8 @@ from unetkit.losses import segmentation_loss
 from unetkit.metrics import confusion_matrix, scores
 from unetkit.models.config import context, input_size_for_output
 from unetkit.models.sync_bn import sync_batchnorm
-from unetkit.models.unet import UNet
+from unetkit.models.pretrained import load_encoder_weights
+from unetkit.models.unet import UNet, build_model
 from unetkit.runtime import autocast, resolve_precision, set_threads
 from unetkit.version import __version__
 
@@ -165,8 +166,8 @@ class Trainer:
         self.data = load_training_data(cfg, cfg.progress and self.world.is_main)
         if resume is not None:  # before the network is built on this data
             check_resumable(resume["meta"], self.data.channels, self.data.classes, cfg)
-        self.norm = channel_stats(self.data.train_images) if resume is None else resume["meta"]["normalization"]
-        self._setup_model()
+        self.norm = input_stats(self.data.train_images, cfg.encoder_weights is not None) if resume is None else resume["meta"]["normalization"]
+        self._setup_model(pretrained=resume is None)
         self._setup_sampler()
         self._setup_optimizer()
         self.meta = {
@@ -202,10 +203,14 @@ class Trainer:
         self.world, self.device = distributed.setup(cfg.device, cfg.threads)  # one process unless torchrun set WORLD_SIZE > 1
         self.precision = self.world.broadcast(resolve_precision(cfg.precision, self.device))  # "auto" is measured: rank 0's choice for all
 
-    def _setup_model(self) -> None:
-        """The U-Net on the device; under several processes in DistributedDataParallel (``forward``)."""
+    def _setup_model(self, pretrained: bool) -> None:
+        """The U-Net on the device, with ``pretrained`` its --encoder-weights (a resumed run has its own in its checkpoint);
+        under several processes in DistributedDataParallel (``forward``)."""
         cfg, device = self.cfg, self.device
-        model = UNet(cfg.model_config(self.data.channels, len(self.data.classes))).to(device)
+        model = build_model(cfg.model_config(self.data.channels, len(self.data.classes)))
+        if pretrained and cfg.encoder_weights is not None:
+            load_encoder_weights(model, cfg.encoder_weights, progress=cfg.progress and self.world.is_main)
+        model = model.to(device)
         if cfg.sync_bn:
             model = sync_batchnorm(model, self.world.size, device)
         # oneDNN's NHWC weight-gradient reductions were seen to vary in the last bit between runs; NCHW is exact.
@@ -334,7 +339,8 @@ class Trainer:
         weight_map = weight_map.to(self.device) if weight_map is not None else None
         with autocast(self.device, self.precision):
             logits = self.forward(x)  # (B, K, patch, patch)
-        loss = segmentation_loss(logits, y, cfg.loss, self.class_weights, IGNORE, weight_map)
+        loss = segmentation_loss(logits, y, cfg.loss, self.class_weights, IGNORE, weight_map, focal_gamma=cfg.focal_gamma,
+                                 tversky_alpha=cfg.tversky_alpha, tversky_beta=cfg.tversky_beta)  # fmt: skip
         value = self.world.mean(loss)  # over the ranks: non-finite on all of them if on any
         if not math.isfinite(value):
             self._diverged(value)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from unetkit.config import TrainConfig
-from unetkit.data.dataset import DataSpec, Pair, load_spec, read_pair, split_pairs
+from unetkit.data.dataset import DataSpec, Pair, fold_pairs, load_spec, read_pair, split_pairs
 from unetkit.data.weights import dataset_weight_maps
 from unetkit.errors import UnetkitError
 from unetkit.instances import INSTANCE_CLASSES, INSTANCE_COLORS, instance_targets, instance_weight_maps
+from unetkit.models.pretrained import imagenet_stats
 
 
 @dataclass
@@ -45,10 +47,12 @@ class TrainingData:
 
 
 def load_split(cfg: TrainConfig) -> tuple[DataSpec, list[Pair], list[Pair]]:
-    """The training spec and the (train, val) pairs, from --val, the yaml's splits, or --val-fraction."""
+    """The training spec and the (train, val) pairs, from the fold of --folds, --val, the yaml's splits, or --val-fraction."""
     if not cfg.data:
         raise UnetkitError("no training data: pass --data DATA (a folder with images/ and masks/, or a dataset.yaml)")
     spec = _spec(cfg.data, "train", cfg.mask_mode)
+    if cfg.folds is not None or cfg.fold is not None:
+        return spec, *_fold(spec, cfg)
     if cfg.val:
         val_spec = _spec(cfg.val, "val", cfg.mask_mode)
         return spec, spec.pairs, val_spec.pairs
@@ -58,6 +62,20 @@ def load_split(cfg: TrainConfig) -> tuple[DataSpec, list[Pair], list[Pair]]:
         raise UnetkitError(f"{cfg.data}: {len(spec.pairs)} labelled pair(s); validation needs at least 2 (or pass --val DATA)")
     train, val = split_pairs(spec.pairs, cfg.val_fraction, cfg.seed)
     return spec, train, val
+
+
+def _fold(spec: DataSpec, cfg: TrainConfig) -> tuple[list[Pair], list[Pair]]:
+    """The (train, val) pairs of fold ``cfg.fold`` of ``cfg.folds``, cut from the training pairs (the yaml's train
+    split; its val split stays out of cross-validation, for scoring the ensemble)."""
+    if cfg.folds is None:
+        raise UnetkitError(f"--fold {cfg.fold} needs --folds K (the number of folds it is one of)")
+    if cfg.fold is None:
+        raise UnetkitError(f"--folds {cfg.folds} trains one run per fold through unetkit train (or unetkit.train); "
+                           "to train a single fold here, pass --fold I as well")
+    if cfg.val:
+        raise UnetkitError(f"--folds {cfg.folds} validates each fold on its own share of the training pairs; drop --val {cfg.val} "
+                           "(score the ensemble on it afterwards with unetkit evaluate), or drop --folds")
+    return fold_pairs(spec.pairs, cfg.folds, cfg.fold, cfg.seed)
 
 
 def _spec(path: str, split: str, mask_mode: str) -> DataSpec:
@@ -120,6 +138,23 @@ def channel_stats(images: list[np.ndarray]) -> dict:
     std = np.sqrt(np.maximum(sq / n - mean * mean, 0.0))
     std = np.where(std > 0, std, 1.0)  # a constant channel: keep it finite
     return {"mean": mean.tolist(), "std": std.tolist()}
+
+
+def input_stats(images: list[np.ndarray], pretrained: bool) -> dict:
+    """The normalisation of the network's inputs, in the images' native units: their own per-channel mean and std
+    (:func:`channel_stats`); with pretrained encoder weights ImageNet's, scaled to the images' full scale (255 for
+    8-bit), which those weights expect, where that scale is known (:func:`full_scale`)."""
+    peak = full_scale(images) if pretrained else None
+    return channel_stats(images) if peak is None else imagenet_stats(images[0].shape[2], peak)
+
+
+def full_scale(images: list[np.ndarray]) -> float | None:
+    """The value of full white: 2^k - 1 for integer images whose largest value needs k >= 8 bits (255 for 8-bit, 4095
+    for 12-bit data in 16-bit files, 65535), 1 for floats within [0, 1]; None for other floats, whose scale is unknown."""
+    top = max(float(im.max(initial=0)) for im in images)
+    if np.issubdtype(images[0].dtype, np.integer):
+        return float(2 ** max(8, math.ceil(math.log2(top + 1))) - 1)
+    return 1.0 if top <= 1.0 else None
 
 
 def loss_weight_maps(data: TrainingData, cfg: TrainConfig) -> list[np.ndarray] | None:

@@ -36,6 +36,8 @@ _worker_cache: dict = {}  # per worker process: the last model and the last open
 
 def checkpoint_bytes(seg: Segmenter) -> bytes:
     """The segmenter as the bytes of a checkpoint written by ``save_checkpoint``, to send to workers."""
+    if "ensemble" in seg.meta:
+        raise UnetkitError(f"--dask runs one PyTorch checkpoint; this ensemble of {len(seg.meta['ensemble'])} models runs here: drop --dask and --dask-workers")
     if seg.model is None:
         raise UnetkitError("--dask runs PyTorch checkpoints; pass the .pt checkpoint instead of an exported model")
     state = {name: tensor.contiguous() for name, tensor in seg.model.state_dict().items()}

@@ -101,8 +101,13 @@ class TTAForward:
             logits = self.forward(np.ascontiguousarray(apply_transform(x, t)))  # (B, K, h', w'), or (B, K, w', h') turned
             probs = invert_transform(softmax(logits.astype(np.float32), axis=1), t)
             total = probs if total is None else total + probs
-        mean = total / np.float32(len(self.transforms))  # (B, K, h', w')
-        return np.log(np.maximum(mean, _TINY)).astype(np.float32)
+        return log_probabilities(total / np.float32(len(self.transforms)))  # (B, K, h', w')
+
+
+def log_probabilities(probs: np.ndarray) -> np.ndarray:
+    """Averaged class probabilities as the float32 logits every prediction path takes: their log, so that a
+    softmax gives them back (0 becomes log of the tiniest float32, not -inf; NaN stays NaN)."""
+    return np.log(np.maximum(probs, _TINY)).astype(np.float32)
 
 
 def uncertainty_map(probs: np.ndarray) -> np.ndarray:

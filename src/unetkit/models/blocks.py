@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from unetkit.models.config import NORMS, UP_MODES
+from unetkit.models.config import NORMS, UP_MODES, check_input_size
 
 
 def make_norm(norm: str, channels: int) -> nn.Module:
@@ -96,3 +96,19 @@ def crop_margin(x: torch.Tensor, margin: int) -> torch.Tensor:
         return x
     a, b = margin // 2, margin - margin // 2
     return x[..., a:-b, a:-b]
+
+
+def he_normal_(modules) -> None:
+    """He (Kaiming) normal initialisation of the convolutions among ``modules``, std = sqrt(2 / fan_in), as in the
+    paper; zero biases."""
+    for m in modules:
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def check_eager_input(x: torch.Tensor, depth: int, padding: str) -> None:
+    """Refuse an input size the network cannot take, except while tracing or compiling (a traced check would freeze the sizes)."""
+    if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+        check_input_size(tuple(x.shape[-2:]), depth, padding)

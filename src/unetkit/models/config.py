@@ -4,6 +4,10 @@ can use them without loading the network.
 ``padding="valid"`` is the paper's unpadded network: the output is smaller than the input (572 -> 388
 for the paper's depth 5) and every output pixel sees its full context; ``padding="same"`` pads the
 convolutions so the output has the input's size.
+
+An ``encoder`` network (:mod:`unetkit.models.encoder_unet`) has torchvision's ResNet or MobileNetV2 as its
+contracting path: five down-samplings (stride 32), so its geometry is that of a same-padded depth-6 U-Net,
+and every geometry function below answers for it through ``depth`` and ``padding``.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from dataclasses import asdict, dataclass, fields
 PADDINGS = ("valid", "same")
 NORMS = ("none", "batch", "group", "instance")
 UP_MODES = ("transposed", "bilinear")
+ENCODERS = ("none", "resnet18", "resnet34", "mobilenet_v2")
+ENCODER_DEPTH = 6  # an encoder halves the size five times (stride 32): the geometry of a depth-6 U-Net
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,9 @@ class ModelConfig:
         norm: ``"none"`` (paper), ``"batch"``, ``"group"`` or ``"instance"`` after each conv.
         dropout: Drop probability at the end of the contracting path (paper uses dropout there; 0 = off).
         up_mode: ``"transposed"`` (paper's 2x2 up-conv) or ``"bilinear"`` (upsample + 1x1 conv).
+        encoder: ``"none"`` (the U-Net's own contracting path) or a torchvision classifier without its head
+            (``"resnet18"``, ``"resnet34"``, ``"mobilenet_v2"``) under a U-Net decoder; then ``padding`` must be
+            ``"same"`` and ``depth`` 6, and ``base_channels`` is the decoder's last width (16: 256, 128, 64, 32, 16).
     """
 
     in_channels: int = 1
@@ -38,6 +47,7 @@ class ModelConfig:
     norm: str = "none"
     dropout: float = 0.0
     up_mode: str = "transposed"
+    encoder: str = "none"
 
     def __post_init__(self) -> None:
         if self.padding not in PADDINGS:
@@ -51,12 +61,16 @@ class ModelConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder={self.encoder!r}; expected one of {ENCODERS}")
+        if self.encoder != "none" and (self.padding, self.depth) != ("same", ENCODER_DEPTH):
+            raise ValueError(f"encoder={self.encoder!r} needs padding='same' and depth={ENCODER_DEPTH}, got {self.padding!r} and {self.depth}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in d.items() if k in names}
         for name in ("in_channels", "num_classes", "base_channels", "depth"):

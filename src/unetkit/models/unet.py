@@ -10,6 +10,9 @@ inference exact. ``padding="same"`` pads the convs so the output has the input's
 
 The forward pass is also the exported one (:mod:`unetkit.exporting`): skip crops are constant margins
 and the input-size check is skipped while tracing, so a traced graph keeps every size symbolic.
+
+:func:`build_model` is the one factory of networks (this U-Net, or with ``config.encoder`` the pretrained-encoder
+U-Net of :mod:`unetkit.models.encoder_unet`), and :func:`unet_from_weights` rebuilds one from a checkpoint.
 """
 
 from __future__ import annotations
@@ -18,8 +21,15 @@ import torch
 from torch import nn
 
 from unetkit.errors import UnetkitError
-from unetkit.models.blocks import DoubleConv, Up, skip_margins
-from unetkit.models.config import ModelConfig, check_input_size
+from unetkit.models.blocks import (
+    DoubleConv,
+    Up,
+    check_eager_input,
+    he_normal_,
+    skip_margins,
+)
+from unetkit.models.config import ModelConfig
+from unetkit.models.encoder_unet import EncoderUNet
 
 
 class UNet(nn.Module):
@@ -53,16 +63,11 @@ class UNet(nn.Module):
 
     def reset_parameters(self) -> None:
         """He (Kaiming) normal initialisation, std = sqrt(2 / fan_in), as in the paper; zero biases."""
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        he_normal_(self.modules())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.config
-        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):  # a traced size check would freeze the sizes
-            check_input_size(tuple(x.shape[-2:]), c.depth, c.padding)
+        check_eager_input(x, c.depth, c.padding)
         skips = []
         for i, block in enumerate(self.down):
             x = block(x)  # (N, w_i, h, w): valid mode trims 4 pixels
@@ -75,7 +80,17 @@ class UNet(nn.Module):
         return self.head(x)  # (N, num_classes, H_out, W_out)
 
 
-def unet_from_weights(config: object, weights: object, where: str) -> UNet:
+def build_model(config: ModelConfig) -> UNet | EncoderUNet:
+    """The network ``config`` describes, randomly initialised: the U-Net, or with ``config.encoder`` an :class:`EncoderUNet`.
+
+    Example:
+        >>> sum(p.numel() for p in build_model(ModelConfig()).parameters())
+        31030658
+    """
+    return UNet(config) if config.encoder == "none" else EncoderUNet(config)
+
+
+def unet_from_weights(config: object, weights: object, where: str) -> UNet | EncoderUNet:
     """The U-Net that a checkpoint's metadata ``config`` describes, holding ``weights`` (a state dict).
 
     The description is checked against the stored tensors first, on PyTorch's meta device where no memory is
@@ -91,7 +106,7 @@ def unet_from_weights(config: object, weights: object, where: str) -> UNet:
     try:
         cfg = ModelConfig.from_dict(config)
         with torch.device("meta"):
-            expected = {k: tuple(v.shape) for k, v in UNet(cfg).state_dict().items()}
+            expected = {k: tuple(v.shape) for k, v in build_model(cfg).state_dict().items()}
         stored = {k: tuple(v.shape) for k, v in weights.items()}
     except (TypeError, ValueError, AttributeError, OverflowError, RuntimeError) as error:
         raise UnetkitError(f"{where}: its model metadata is not a U-Net configuration ({error}); {damaged}") from None
@@ -100,7 +115,7 @@ def unet_from_weights(config: object, weights: object, where: str) -> UNet:
         raise UnetkitError(f"{where}: its model metadata does not match its weights ({key}: {expected.get(key)} by the metadata, "
                            f"{stored.get(key)} stored); {damaged}")
     _check_values(weights, where)
-    net = UNet(cfg)
+    net = build_model(cfg)
     net.load_state_dict(weights)
     return net
 

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
-from skimage.morphology import skeletonize
 from tqdm.auto import tqdm
 
-from unetkit.data.dataset import IGNORE, DataSpec, read_pair
+from unetkit.data.dataset import IGNORE, DataSpec, read_instances, read_pair
 
 MAX_PAIRS = 64  # pairs read: enough for shapes and sizes, bounded for big data sets
+INSTANCE_PAIRS = 16  # pairs whose instance labels are read to see whether objects touch
 PIXEL_SAMPLE = 4096  # pixels of each image kept for the intensity percentiles
 
 
@@ -39,8 +39,12 @@ class ClassStats:
         small_diameter: 10th percentile of the same (the small objects a patch must still resolve).
         extent: 90th percentile of the larger side of the regions' bounding boxes: how far a region reaches,
             the context a decision about it may need.
-        width: Median width of the class's structures in pixels: twice the distance to the nearest other pixel
-            along their centre lines (a 3-pixel membrane is 3 wide however far it branches; a disk, its diameter).
+        width: Typical width of the class's structures in pixels, measured along their centre lines
+            (:func:`centre_widths`; a 3-pixel membrane is 3 wide however far it branches, a disk about its diameter)
+            and weighted by width, so that it is the width around the median pixel of the class rather than of
+            its many ragged edges.
+        row: Mean vertical position of its pixels, 0 at the top of the image and 1 at the bottom: a large class far
+            from 0.5 (sky, road) says the images have an up direction.
     """
 
     name: str
@@ -51,6 +55,7 @@ class ClassStats:
     small_diameter: float = 0.0
     extent: float = 0.0
     width: float = 0.0
+    row: float = 0.5
 
 
 @dataclass
@@ -65,6 +70,7 @@ class Fingerprint:
         percentiles: Per channel, the 0.5th, 50th and 99.5th percentiles of a pixel sample.
         classes: One :class:`ClassStats` per class, in class order.
         ignored_fraction: Share of pixels decoded as ignored.
+        touching: With instance masks, the share of objects that touch another object (None for other masks).
     """
 
     pairs: int
@@ -76,6 +82,7 @@ class Fingerprint:
     percentiles: list[tuple[float, float, float]]
     classes: list[ClassStats] = field(default_factory=list)
     ignored_fraction: float = 0.0
+    touching: float | None = None
 
 
 def evenly(items: list, limit: int = MAX_PAIRS) -> list:
@@ -100,12 +107,41 @@ def region_sizes(mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return areas, sides
 
 
-def centre_widths(mask: np.ndarray, k: int) -> np.ndarray:
-    """Widths of class ``k``'s structures along their centre lines: ``2 d - 1`` where ``d`` is the distance from a
-    skeleton pixel to the nearest pixel of another class (or the border), so a stripe ``w`` pixels wide gives ``w``."""
-    inside = np.pad(mask == k, 1)  # the image border ends a structure too
-    distance = ndimage.distance_transform_edt(inside)
-    return 2 * distance[skeletonize(inside)] - 1
+def _shifted(padded: np.ndarray, dr: int, dc: int) -> np.ndarray:
+    """The neighbour at offset ``(dr, dc)`` of every pixel of an array padded by one pixel on each side."""
+    h, w = padded.shape[0] - 2, padded.shape[1] - 2
+    return padded[1 + dr : 1 + dr + h, 1 + dc : 1 + dc + w]
+
+
+def centre_widths(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Widths of the structures of every class of an (H, W) mask, measured along their centre lines in one pass.
+
+    A pixel that touches (4-neighbours) a pixel of another class, or the image border, is on an edge; ``d`` is the
+    distance to the nearest edge pixel, and a centre line is where ``d`` is a local maximum (3x3) within its class.
+    There a structure is ``2 d + 1`` pixels wide: a stripe ``w`` pixels wide (``w`` odd) gives ``w``, a disk about
+    its diameter. One distance transform serves all classes, instead of a skeleton per class.
+
+    Returns:
+        ``(classes, widths)``: the class of each centre-line pixel and the width there.
+    """
+    labels = np.pad(mask.astype(np.int64), 1, constant_values=np.iinfo(np.int64).min)  # the border ends a structure too
+    inner = labels[1:-1, 1:-1]
+    edge = np.zeros(mask.shape, bool)
+    for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        edge |= _shifted(labels, dr, dc) != inner
+    distance = ndimage.distance_transform_edt(~edge)
+    padded = np.pad(distance, 1)
+    centre = np.ones(mask.shape, bool)
+    for dr, dc in ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)):  # neighbours of the same class only
+        centre &= (_shifted(padded, dr, dc) <= distance) | (_shifted(labels, dr, dc) != inner)
+    return mask[centre], 2 * distance[centre] + 1
+
+
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """The value below which half the total weight lies (the lower one at a tie)."""
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
 
 
 class ClassTally:
@@ -114,7 +150,7 @@ class ClassTally:
     def __init__(self, classes: list[str]) -> None:
         k = len(classes)
         self.classes, self.masks = list(classes), 0
-        self.pixels, self.images = np.zeros(k, np.int64), np.zeros(k, np.int64)
+        self.pixels, self.images, self.rows = np.zeros(k, np.int64), np.zeros(k, np.int64), np.zeros(k)
         self.areas: list[list[np.ndarray]] = [[] for _ in range(k)]
         self.sides: list[list[np.ndarray]] = [[] for _ in range(k)]
         self.widths: list[list[np.ndarray]] = [[] for _ in range(k)]
@@ -122,14 +158,18 @@ class ClassTally:
 
     def add(self, mask: np.ndarray) -> None:
         """Count one mask of class indices (:data:`~unetkit.data.dataset.IGNORE` where unlabelled)."""
-        counts = np.bincount(mask[mask != IGNORE].ravel(), minlength=len(self.classes))[: len(self.classes)]
+        labelled = mask != IGNORE
+        counts = np.bincount(mask[labelled].ravel(), minlength=len(self.classes))[: len(self.classes)]
+        heights = np.broadcast_to(np.linspace(0.0, 1.0, mask.shape[0])[:, None], mask.shape)  # 0 top .. 1 bottom
+        self.rows += np.bincount(mask[labelled].ravel(), weights=heights[labelled], minlength=len(self.classes))[: len(self.classes)]
         self.pixels, self.images, self.masks = self.pixels + counts, self.images + (counts > 0), self.masks + 1
         self.ignored, self.total = self.ignored + int((mask == IGNORE).sum()), self.total + mask.size
+        classes, widths = centre_widths(mask)
         for c in np.flatnonzero(counts):
+            self.widths[c].append(widths[classes == c])
             areas, sides = region_sizes(mask, c)
             self.areas[c].append(areas)
             self.sides[c].append(sides)
-            self.widths[c].append(centre_widths(mask, c))
 
     def stats(self) -> list[ClassStats]:
         """One :class:`ClassStats` per class, in class order."""
@@ -146,8 +186,28 @@ class ClassTally:
             median_diameter=float(np.median(diameters)) if len(diameters) else 0.0,
             small_diameter=float(np.percentile(diameters, 10)) if len(diameters) else 0.0,
             extent=float(np.percentile(sides, 90)) if len(sides) else 0.0,
-            width=float(np.median(widths)) if len(widths) else 0.0,
+            width=weighted_median(widths, widths) if len(widths) else 0.0,
+            row=float(self.rows[c] / self.pixels[c]) if self.pixels[c] else 0.5,
         )
+
+
+def touching_objects(labels: np.ndarray) -> tuple[int, int]:
+    """``(objects that touch another object, objects)`` in an (H, W) instance label image (0 = background);
+    objects touch when 4-neighbouring pixels hold two different ids."""
+    ids = np.unique(labels[labels > 0])
+    touched: set[int] = set()
+    for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :])):
+        meet = (a != b) & (a > 0) & (b > 0)
+        touched.update(np.unique(a[meet]).tolist(), np.unique(b[meet]).tolist())
+    return len(touched), len(ids)
+
+
+def touching_share(spec: DataSpec, limit: int = INSTANCE_PAIRS) -> float | None:
+    """The share of objects that touch another one over (a sample of) ``spec``'s instance masks; None for other masks."""
+    if spec.mask_mode != "instances":
+        return None
+    counts = np.array([touching_objects(read_instances(pair, spec)) for pair in sample_pairs(spec, limit)]).reshape(-1, 2)
+    return float(counts[:, 0].sum() / max(int(counts[:, 1].sum()), 1))
 
 
 def fingerprint(spec: DataSpec, limit: int = MAX_PAIRS, progress: bool = False, seed: int = 0) -> Fingerprint:
@@ -179,4 +239,5 @@ def fingerprint(spec: DataSpec, limit: int = MAX_PAIRS, progress: bool = False, 
         percentiles=[tuple(float(v) for v in np.percentile(sample[:, c], [0.5, 50, 99.5])) for c in range(sample.shape[1])],
         classes=tally.stats(),
         ignored_fraction=tally.ignored / max(tally.total, 1),
+        touching=touching_share(spec),
     )

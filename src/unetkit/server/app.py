@@ -104,6 +104,8 @@ async def _refused(request: Request, error: StarletteHTTPException) -> JSONRespo
 
 
 def _backend(seg: Segmenter) -> str:
+    if "ensemble" in seg.meta:  # several models averaged (unetkit.inference.ensemble)
+        return f"ensemble of {len(seg.meta['ensemble'])}"
     return "onnxruntime" if seg.model is None else "pytorch"
 
 
