@@ -70,7 +70,7 @@ COMMANDS = {
                     "docs/tuning.md). Each trial is a run folder OUT/trial_NNN trained for TIME/TRIALS minutes; trial 0 is the "
                     "default configuration. Rerunning the command resumes OUT/study.db. Writes OUT/best.yaml (for train --config), "
                     "best.pt, trials.csv, history.png and importances.png. Training flags are fixed for every trial and then not searched.",
-                    skip=("data", "out", "time", "config")),
+                    skip=("data", "out", "time", "config", "folds", "fold")),
     "runs": Command("unetkit.runlist:runs", "list run folders with their settings and best validation scores, sortable", (RunsOptions,), json=True),
     "serve": Command("unetkit.api:serve", "serve a model over HTTP: POST /predict, GET /health, and a web page at /", (ServeOptions,),
                      "Start an HTTP server (FastAPI + uvicorn) until Ctrl-C. Listens on loopback unless --host says otherwise."),
