@@ -340,3 +340,17 @@ def test_structures_say_how_wide_each_class_is_and_how_far_it_reaches(tmp_path, 
     assert report["structures"]["classes"]["foreground"] == {"regions": 2, "width": 3.0, "median_diameter": 10.7, "reach": 30.0}  # 2 sqrt(90 / pi)
     assert main(["check", str(tmp_path), "--no-preview", "--no-progress"]) == 0
     assert "foreground 3 px wide, reaching 30 px" in capsys.readouterr().out
+
+
+def test_the_decoded_size_and_the_cache_are_reported(tmp_path, capsys):
+    data = _good(tmp_path / "data")
+    report = unetkit.check(data, progress=False, cache=str(tmp_path / "cache"))
+    assert report["decoded_bytes"] == 4 * 20 * 30 * (1 + 1)  # an 8-bit gray pixel and its packed mask, per image
+    folder = Path(report["cache"]["folder"])
+    assert folder.parent == tmp_path / "cache" and folder.name.startswith("data-") and report["cache"]["bytes"] == 0
+    unetkit.train(data=str(data), out=str(tmp_path / "run"), cache=str(tmp_path / "cache"), model_size="cpu", base_channels=4,
+                  depth=2, patch_size=16, epochs=1, steps_per_epoch=1, progress=False, report=False, val_fraction=0.5)  # fmt: skip
+    built = unetkit.check(data, progress=False, cache=str(tmp_path / "cache"))["cache"]
+    assert built["folder"] == str(folder) and built["bytes"] == sum(p.stat().st_size for p in folder.iterdir())
+    assert main(["check", str(data), "--no-preview", "--cache", str(tmp_path / "cache")]) == 0
+    assert f"decoded size: 4.8 KB (images and masks, as training reads them); cache: {folder} (" in capsys.readouterr().out

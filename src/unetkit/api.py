@@ -274,7 +274,7 @@ def check(data: str | Path, **options) -> dict:
         (True, 'binary', [2.27, 0.64])
     """
     o = CheckOptions.build("check", data=data, **options)
-    return diagnose(o.data, o.mask_mode, o.preview, o.preview_count, o.weights, o.weight_w0, o.weight_sigma, o.progress, o.overwrite)
+    return diagnose(o.data, o.mask_mode, o.preview, o.preview_count, o.weights, o.weight_w0, o.weight_sigma, o.progress, o.overwrite, o.cache)
 
 
 def export(model: str | Path, out: str | Path, **options) -> Path:

@@ -19,6 +19,7 @@ from matplotlib import colormaps
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
+from unetkit.data.cache import DiskCache, dataset_folder
 from unetkit.data.checks import Problem, run_checks
 from unetkit.data.dataset import DataSpec, Pair, Validation, read_instances, validate
 from unetkit.data.encoding import collect_values, listed
@@ -40,7 +41,7 @@ def _empty_report(data: str | os.PathLike) -> dict:
             "images": [], "mask_mode": None, "mask_decision": None, "splits": {}, "splits_note": None,
             "classes": [], "values": [], "instances": None,
             "class_pixels": {}, "class_frequency": {}, "ignored_pixels": 0, "suggested_class_weights": [],
-            "empty_masks": [], "structures": None, "preview": None, "weights": None}  # fmt: skip
+            "empty_masks": [], "structures": None, "preview": None, "weights": None, "decoded_bytes": 0, "cache": None}  # fmt: skip
 
 
 def _add_description(report: dict, spec: DataSpec, found: Description, class_weights: np.ndarray, reason: str) -> None:
@@ -87,6 +88,7 @@ def diagnose(
     weight_sigma: float,
     progress: bool,
     overwrite: bool = False,
+    cache: str | None = None,
 ) -> dict:
     """Check a data set and report every problem; see :func:`unetkit.check` for the public entry point and the defaults."""
     problems: list[Problem] = []
@@ -105,11 +107,20 @@ def diagnose(
             report["preview"] = str(write_preview(preview, decoded[:preview_count], found.spec))
         if weights is not None and decoded:
             report["weights"] = str(write_weight_maps(weights, decoded, found.spec, class_weights, weight_w0, weight_sigma, progress))
+    _add_sizes(report, found, cache)
     report["problems"] = [{"level": p.level, "file": p.file, "message": p.message} for p in problems]
     report["errors"] = sum(p.level == "error" for p in problems)
     report["warnings"] = sum(p.level == "warning" for p in problems)
     report["usable"] = report["errors"] == 0 and report["pairs"] > 0
     return report
+
+
+def _add_sizes(report: dict, found: Validation, cache: str | None) -> None:
+    """The bytes training decodes (images and packed masks) and where its cache (:mod:`unetkit.data.cache`) is, and its size."""
+    mask_bytes = 1 if len(report["classes"]) < 255 else 2
+    report["decoded_bytes"] = sum(i["height"] * i["width"] * (i["channels"] * i["bits"] // 8 + mask_bytes) for i in report["images"])
+    folder = dataset_folder(found.root, cache)
+    report["cache"] = {"folder": str(folder), "bytes": DiskCache.size_of(folder)}
 
 
 def structures(spec: DataSpec, decoded: list[tuple[Pair, np.ndarray]]) -> dict:
@@ -169,11 +180,11 @@ def is_preview(path: str | os.PathLike) -> bool:
 def _refuse_unsafe_outputs(decoded: list, preview: str | os.PathLike | None, weights: str | os.PathLike | None, overwrite: bool) -> None:
     """Before check writes anything: neither the preview nor a weight map may replace an image or a mask, nor (without
     ``overwrite``) an earlier file; weight maps may not land beside the data's files; an earlier check's preview is replaced."""
-    inputs = [p for pair, _ in decoded for p in (pair.image, pair.mask) if p is not None]
+    inputs = [p for pair in decoded.pairs for p in (pair.image, pair.mask) if p is not None]
     if preview is not None:
         refuse_unsafe_outputs([(Path(preview), Path("the preview"))], inputs, "--preview", overwrite or is_preview(preview), named=True)
     if weights is not None:
-        planned = [(Path(weights) / f"{pair.key}{suffix}", pair.image) for pair, _ in decoded for suffix in (".tif", ".png")]
+        planned = [(Path(weights) / f"{pair.key}{suffix}", pair.image) for pair in decoded.pairs for suffix in (".tif", ".png")]
         refuse_unsafe_outputs(planned, inputs, "--weights", overwrite)
 
 
@@ -187,6 +198,14 @@ def write_weight_maps(out: str | os.PathLike, decoded, spec: DataSpec, class_wei
         picture = (cmap(weight / max(float(weight.max()), 1e-6))[..., :3] * 255 + 0.5).astype(np.uint8)  # (H, W, 3)
         write_png(out / f"{pair.key}.png", picture)
     return out
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return ""
 
 
 def format_report(report: dict) -> str:
@@ -218,6 +237,9 @@ def format_report(report: dict) -> str:
         sizes = "; ".join(f"{name} {c['width']:g} px wide, reaching {c['reach']:g} px" for name, c in report["structures"]["classes"].items())
         lines.append(f"structures (median width along centre lines, 90th percentile reach; {report['structures']['pairs_measured']} pairs): {sizes}")
     lines.append(f"empty masks: {len(report['empty_masks'])}")
+    if report.get("cache"):
+        lines.append(f"decoded size: {_size(report['decoded_bytes'])} (images and masks, as training reads them); cache: "
+                     f"{report['cache']['folder']} ({_size(report['cache']['bytes']) if report['cache']['bytes'] else 'not built yet'})")
     if report["preview"]:
         lines.append(f"preview: {report['preview']}")
     if report["weights"]:

@@ -109,6 +109,8 @@ class CheckOptions(Options):
     weights: str | None = opt(None, "write the paper's border weight map of every pair into this folder", metavar="DIR")
     weight_w0: float = opt(W0, "border term height w0", low=0)
     weight_sigma: float = opt(SIGMA, "border term width sigma in pixels", above=0)
+    cache: str | None = opt(None, "the decoded cache that train --cache DIR fills, whose size and place the report gives (default: "
+                            "train's default, $UNETKIT_CACHE/data)", metavar="DIR")
     progress: bool = opt(True, _PROGRESS)
     overwrite: bool = opt(False, _OVERWRITE)
 

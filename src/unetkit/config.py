@@ -110,6 +110,10 @@ class TrainConfig(Options):
     weight_w0: float = opt(W0, "weighted-ce: height w0 of the border term of the paper's weight map (paper: 10)")
     weight_sigma: float = opt(SIGMA, "weighted-ce: width sigma in pixels of the border term (paper: 5)")
     workers: int = opt(1, "processes that sample and augment patches beside the training step (0: in the training process)")
+    cache: str | None = opt(None, "where the decoded training data is kept, read a patch at a time: a folder (default: "
+                            "$UNETKIT_CACHE/data, i.e. ~/.cache/unetkit/data; one subfolder per data set, shared by later runs "
+                            "and by every process on the machine), or memory = decode into each process's memory and write "
+                            "nothing (docs/data-cache.md)", metavar="DIR|memory")
     # validation, runtime
     val_every: int = opt(1, "validate every N epochs (whole images, tiled like predict)", low=1)
     tile: int = opt(512, "input tile size for validation inference", low=1)

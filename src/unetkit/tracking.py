@@ -103,7 +103,7 @@ class TensorBoardLogger(Callback):
 
     def on_train_begin(self, view: TrainView) -> None:
         self.writer = self.writer_class(str(self.log_dir or view.run_dir / "tensorboard"))
-        self.crops = [centre_crop(im, m, SAMPLE_SIZE) for im, m in list(zip(view.val_images, view.val_masks))[: self.samples]]
+        self.crops = [centre_crop(im, m, SAMPLE_SIZE) for im, m in zip(view.val_images[: self.samples], view.val_masks[: self.samples])]
 
     def on_epoch_end(self, row: dict, view: TrainView) -> None:
         epoch = row["epoch"]

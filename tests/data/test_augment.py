@@ -165,7 +165,7 @@ def test_config_and_cli_carry_the_augmentation_options():
 def test_hflip_mirrors_left_right_only(warp):
     from unetkit.data.sampler import PatchSampler
 
-    image = np.arange(36, dtype=np.float32).reshape(1, 6, 6)  # (C, H, W), no context: patch = whole image
+    image = np.arange(36, dtype=np.float32).reshape(6, 6, 1)  # (H, W, C), no context: patch = whole image
     mask = np.arange(36).reshape(6, 6)
     aug = Augmentation(hflip=True, scale_range=(1.0, 1.0000001) if warp else (1.0, 1.0))
     sampler = PatchSampler([image], [mask], 6, 0, aug, seed=0)

@@ -16,7 +16,7 @@ def _data(n: int = 3, size: int = 80, seed: int = 0):
     rng = np.random.default_rng(seed)
     masks = [np.kron(rng.choice([0, 1, 2], size=(size // 8, size // 8), p=[0.8, 0.15, 0.05]), np.ones((8, 8), np.int64))
              for _ in range(n)]  # fmt: skip
-    images = [np.stack([m.astype(np.float32), rng.normal(size=m.shape).astype(np.float32)]) for m in masks]
+    images = [np.stack([m.astype(np.float32), rng.normal(size=m.shape).astype(np.float32)], axis=-1) for m in masks]  # (H, W, C)
     weights = [1.0 + m.astype(np.float32) for m in masks]
     return images, masks, weights
 
@@ -83,7 +83,7 @@ def test_foreground_fraction_centres_patches_on_rare_classes():
     masks = [np.zeros((60, 60), np.int64), np.zeros((40, 50), np.int64)]
     masks[0][30, 12] = 1
     masks[1][5:7, 40:42] = 2  # near the border: the patch is shifted inside, not centred
-    images = [m[None].astype(np.float32) for m in masks]
+    images = [m[..., None].astype(np.float32) for m in masks]
     sampler = PatchSampler(images, masks, 16, 0, "none", seed=0, foreground_fraction=1.0)
     for index in range(20):
         _, y, _ = sampler.batch(4, index)
@@ -106,7 +106,7 @@ def test_rare_classes_are_all_but_the_most_frequent():
 
 
 def test_small_images_are_padded_with_ignore():
-    image = np.ones((1, 10, 12), np.float32)
+    image = np.ones((10, 12, 1), np.float32)
     mask = np.ones((10, 12), np.int64)
     sampler = PatchSampler([image], [mask], 16, 4, resolve_augment("none"), seed=0)
     x, y, _ = sampler.batch(2, 0)
@@ -124,3 +124,47 @@ def test_training_with_the_paper_preset_weight_map_and_workers(tiny_data, tmp_pa
     assert result.steps == 3 and np.isfinite(result.history[0]["train_loss"])
     saved = (tmp_path / "run" / "config.yaml").read_text()
     assert "augment: paper" in saved and "elastic_sigma: 4.0" in saved and "loss: weighted-ce+dice" in saved
+
+
+@pytest.mark.parametrize("augment", ["light", "strong"])
+def test_patches_from_the_disk_cache_equal_those_from_memory(augment, tmp_path):
+    """The cache's memory-mapped, packed arrays give the same batches as arrays in memory, standardised per crop."""
+    from unetkit.data.cache import CachedArrays, DiskCache
+    from unetkit.data.dataset import pack_labels
+
+    images, masks, weights = _data(size=40)  # smaller than patch + context: mirrored beyond one reflection
+    images = [(im * 50 + 100).clip(0, 255).astype(np.uint8) for im in images]
+    masks[0][:8, :8] = IGNORE
+    sources = []
+    for n in range(3):
+        sources.append(tmp_path / f"{n}.src")
+        sources[-1].write_bytes(b"x")
+    cache = DiskCache(tmp_path / "cache")
+    entries = [cache.get(str(n), [sources[n]], lambda n=n: ({"image": images[n], "mask": pack_labels(masks[n]), "weights": weights[n]}, {}))
+               for n in range(3)]  # fmt: skip
+    assert entries[0].load("mask").dtype == np.uint8 and isinstance(entries[0].load("image"), np.memmap)
+    norm = {"mean": [90.0, 100.0], "std": [40.0, 50.0]}
+    memory = PatchSampler(images, masks, 24, 21, augment, seed=4, norm=norm, weights=weights, foreground_fraction=0.5)
+    disk = PatchSampler(CachedArrays(entries, "image"), CachedArrays(entries, "mask"), 24, 21, augment, seed=4, norm=norm,
+                        weights=CachedArrays(entries, "weights"), foreground_fraction=0.5)  # fmt: skip
+    for index in range(6):
+        for a, b in zip(memory.batch(3, index), disk.batch(3, index)):
+            np.testing.assert_array_equal(a, b)
+    x, y, _ = memory.batch(2, 0)
+    if augment == "light":  # exact pixels, standardised with the given statistics
+        values = (np.concatenate([im[..., 0].ravel() for im in images]).astype(np.float32) - 90.0) / 40.0
+        assert np.isin(x[:, 0], values).all() and y.dtype == np.int64
+
+
+def test_mirrored_windows_equal_a_mirror_padded_image():
+    from unetkit.data.sampler import mirrored_window, padded_window
+    from unetkit.inference.tiling import mirror_pad
+
+    rng = np.random.default_rng(0)
+    for h, w in [(1, 5), (2, 3), (7, 4)]:
+        a = rng.integers(0, 100, (h, w, 2))
+        for pr, pc in [((0, 0), (1, 1)), ((3, 12), (9, 30)), ((25, 2), (0, 4))]:
+            padded = mirror_pad(a.transpose(2, 0, 1), pr, pc).transpose(1, 2, 0)
+            np.testing.assert_array_equal(mirrored_window(a, -pr[0], h + pr[1], -pc[0], w + pc[1]), padded)
+    m = np.arange(6).reshape(2, 3)
+    np.testing.assert_array_equal(padded_window(m, -1, 2, 1, 5, fill=-1), [[-1, -1, -1, -1], [1, 2, -1, -1], [4, 5, -1, -1]])

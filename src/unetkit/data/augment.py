@@ -106,6 +106,16 @@ def spatial_map(size: int, aug: Augmentation, rng: np.random.Generator) -> tuple
     return rows.astype(np.float32), cols.astype(np.float32)
 
 
+def source_box(rows: np.ndarray, cols: np.ndarray, height: int, width: int) -> tuple[int, int, int, int]:
+    """(r0, r1, c0, c1): the part of a (height, width) source that bilinear sampling at ``(rows, cols)`` reads, clipped to
+    it. :func:`remap` reads only this box; a reader of a large image on disk reads the same box and remaps it alone."""
+    r0 = int(np.clip(math.floor(float(rows.min())) - 1, 0, height - 1))
+    r1 = int(np.clip(math.ceil(float(rows.max())) + 2, r0 + 1, height))
+    c0 = int(np.clip(math.floor(float(cols.min())) - 1, 0, width - 1))
+    c1 = int(np.clip(math.ceil(float(cols.max())) + 2, c0 + 1, width))
+    return r0, r1, c0, c1
+
+
 def remap(array: np.ndarray, rows: np.ndarray, cols: np.ndarray, nearest: bool = False, fill: float | None = None) -> np.ndarray:
     """Sample ``array`` at the float positions ``(rows, cols)``.
 
@@ -120,11 +130,7 @@ def remap(array: np.ndarray, rows: np.ndarray, cols: np.ndarray, nearest: bool =
     Returns:
         (h, w) or (C, h, w) in the dtype of ``array``.
     """
-    height, width = array.shape[-2:]
-    r0 = int(np.clip(math.floor(float(rows.min())) - 1, 0, height - 1))
-    r1 = int(np.clip(math.ceil(float(rows.max())) + 2, r0 + 1, height))
-    c0 = int(np.clip(math.floor(float(cols.min())) - 1, 0, width - 1))
-    c1 = int(np.clip(math.ceil(float(cols.max())) + 2, c0 + 1, width))
+    r0, r1, c0, c1 = source_box(rows, cols, *array.shape[-2:])
     map_rows, map_cols = rows - np.float32(r0), cols - np.float32(c0)
     options = dict(
         interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR,

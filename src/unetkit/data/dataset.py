@@ -56,6 +56,22 @@ from unetkit.data.splits import read_splits, resolve_splits, select_split
 from unetkit.errors import UnetkitError
 
 IGNORE = -1  # value of ignored pixels in decoded masks
+PACKED_IGNORE = 255  # IGNORE in a mask packed to uint8
+
+
+def pack_labels(mask: np.ndarray) -> np.ndarray:
+    """A decoded mask in the fewest bytes: uint8 (255 for :data:`IGNORE`) for up to 255 classes, else int16."""
+    if int(mask.max(initial=0)) < PACKED_IGNORE:
+        return np.where(mask == IGNORE, PACKED_IGNORE, mask).astype(np.uint8)
+    return mask.astype(np.int16)
+
+
+def unpack_labels(mask: np.ndarray) -> np.ndarray:
+    """int16 class indices with :data:`IGNORE` from a :func:`pack_labels` mask (or any integer mask)."""
+    out = mask.astype(np.int16)
+    if mask.dtype == np.uint8:
+        out[mask == PACKED_IGNORE] = IGNORE
+    return out
 
 
 @dataclass(frozen=True)

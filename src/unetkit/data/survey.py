@@ -6,7 +6,7 @@ classes without pixels) and returns the raw values, class pixel counts and objec
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +26,22 @@ _PLAIN = {"binary": "0 and one foreground value", "index": "class indices", "col
           "instances": "one id per object"}  # fmt: skip
 
 
+class DecodedMasks(Sequence):
+    """``(pair, decoded mask)`` of the pairs whose masks decode, each mask decoded again when asked for: a data set of
+    thousands of large masks is never held in memory at once. ``pairs`` lists the pairs alone."""
+
+    def __init__(self, spec: DataSpec) -> None:
+        self.spec, self.pairs = spec, []
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [(pair, decode_mask(pair, self.spec)) for pair in self.pairs[i]]
+        return self.pairs[i], decode_mask(self.pairs[i], self.spec)
+
+
 @dataclass
 class Description:
     """What decoding every mask of a data set found.
@@ -36,7 +52,7 @@ class Description:
         values: Distinct raw mask values: integers, or ``(r, g, b)`` for colour masks (not for instances).
         instances: Objects per mask (``instances`` mode only).
         empty_masks: Masks with no pixel off the background (or every pixel ignored).
-        decoded: ``(pair, decoded mask)`` of every mask that decodes, in order.
+        decoded: ``(pair, decoded mask)`` of every mask that decodes, in order, decoded again when read (:class:`DecodedMasks`).
         between_pixels: Binary masks: pixels strictly between 0 and the full scale (anti-aliased edges).
         binary_pixels: Binary masks: pixels counted (ignored pixels excluded).
         full_scales: Binary masks: their foreground values (1, 255, 65535).
@@ -48,7 +64,7 @@ class Description:
     values: set = field(default_factory=set)
     instances: list[int] = field(default_factory=list)
     empty_masks: list[Path] = field(default_factory=list)
-    decoded: list[tuple[Pair, np.ndarray]] = field(default_factory=list)
+    decoded: DecodedMasks | None = None
     between_pixels: int = 0
     binary_pixels: int = 0
     full_scales: set[int] = field(default_factory=set)
@@ -108,7 +124,7 @@ def describe(spec: DataSpec, where: Path, progress: bool = False) -> Generator[P
     Returns:
         The :class:`Description`.
     """
-    found = Description(np.zeros(spec.num_classes, np.int64))
+    found = Description(np.zeros(spec.num_classes, np.int64), decoded=DecodedMasks(spec))
     background_names = spec.mask_mode in ("binary", "instances") or spec.classes[0].lower() in _BACKGROUND_NAMES
     background = 0 if background_names else None
     for pair in tqdm(spec.pairs, desc="decoding", unit="mask", disable=not progress, leave=False):
@@ -124,7 +140,7 @@ def describe(spec: DataSpec, where: Path, progress: bool = False) -> Generator[P
             found.empty_masks.append(pair.mask)
             what = "every pixel is ignored" if labelled.size == 0 else f"only '{spec.classes[background]}'"
             yield warning(pair.mask, spec.root, f"empty mask ({what}); fine for negative examples, else re-export the mask")
-        found.decoded.append((pair, mask))
+        found.decoded.pairs.append(pair)
     for name, count in zip(spec.classes, found.class_pixels):
         if count == 0 and found.decoded:
             yield warning(where, spec.root, f"class '{name}' has no pixels in any mask; remove it from 'classes' or label some")

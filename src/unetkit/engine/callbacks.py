@@ -29,8 +29,8 @@ class TrainView:
         run_dir: The run folder.
         model: The (unwrapped) :class:`~unetkit.models.unet.UNet`, in train mode between hooks.
         meta: The checkpoint metadata (classes, colors, normalization, model config).
-        val_images: Validation images, (H, W, C) native units, as read.
-        val_masks: Validation masks, (H, W) int64 class indices (IGNORE where unlabelled).
+        val_images: Validation images, (H, W, C) native units, as read; a lazy sequence (each read when indexed).
+        val_masks: Validation masks, (H, W) int16 class indices (IGNORE where unlabelled); a lazy sequence.
         device: The torch device.
         precision: The resolved arithmetic ("fp32", "bf16" or "fp16").
         spec: The training :class:`~unetkit.data.dataset.DataSpec`.

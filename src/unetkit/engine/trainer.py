@@ -30,7 +30,7 @@ from unetkit.engine import distributed
 from unetkit.engine.callbacks import TrainView, call
 from unetkit.engine.resume import check_resumable
 from unetkit.engine.run_folder import RunFolder
-from unetkit.engine.training_data import input_stats, load_training_data, loss_weight_maps
+from unetkit.engine.training_data import input_norm, input_peak, load_training_data, loss_weight_maps
 from unetkit.engine.writers import ProgressBar, RunWriter
 from unetkit.errors import TrainingInterrupted, UnetkitError
 from unetkit.inference.predictor import normalize, tiled_logits
@@ -166,7 +166,7 @@ class Trainer:
         self.data = load_training_data(cfg, cfg.progress and self.world.is_main)
         if resume is not None:  # before the network is built on this data
             check_resumable(resume["meta"], self.data.channels, self.data.classes, cfg)
-        self.norm = input_stats(self.data.train_images, cfg.encoder_weights is not None) if resume is None else resume["meta"]["normalization"]
+        self.norm = input_norm(self.data.image_stats(), cfg.encoder_weights is not None) if resume is None else resume["meta"]["normalization"]
         self._setup_model(pretrained=resume is None)
         self._setup_sampler()
         self._setup_optimizer()
@@ -230,11 +230,10 @@ class Trainer:
             raise UnetkitError(f"class_weights has {len(cfg.class_weights)} values but the data has {len(data.classes)} classes "
                                f"({', '.join(data.classes)}); give one weight per class, in that order")
         self.class_weights = torch.tensor(cfg.class_weights, dtype=torch.float32, device=self.device) if cfg.class_weights else None
-        weight_maps = loss_weight_maps(data, cfg)
-        images = [normalize(im, self.norm["mean"], self.norm["std"]) for im in data.train_images]  # (C, H, W) float32
-        self.input_peak = max(float(np.abs(im).max(initial=0.0)) for im in images)  # for the diagnosis of a non-finite loss
-        self.sampler = PatchSampler(images, data.train_masks, self.patch, ctx, cfg.augmentation(), cfg.seed,
-                                    weights=weight_maps, foreground_fraction=cfg.foreground_fraction)  # fmt: skip
+        self.input_peak = input_peak(data.image_stats(), self.norm)  # for the diagnosis of a non-finite loss
+        self.sampler = PatchSampler(data.train_images, data.train_masks, self.patch, ctx, cfg.augmentation(), cfg.seed,
+                                    norm=self.norm, weights=loss_weight_maps(data, cfg), foreground_fraction=cfg.foreground_fraction,
+                                    labelled=[e.stats["labelled"] for e in data.train_entries])  # fmt: skip
 
     def _setup_optimizer(self) -> None:
         """Optimizer, plateau scheduler, fp16 gradient scaler; the global batch and the steps of an epoch."""
@@ -245,7 +244,7 @@ class Trainer:
         if cfg.schedule == "plateau":
             self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="max", patience=5, factor=0.5)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
-        pixels = sum(m.size for m in self.data.train_masks)
+        pixels = sum(math.prod(e.shape("mask")) for e in self.data.train_entries)
         self.global_batch = cfg.batch_size * self.world.size
         # Global steps: an epoch covers the training pixels once whatever the number of processes.
         self.steps_per_epoch = cfg.steps_per_epoch or max(10, math.ceil(pixels / (self.patch * self.patch * self.global_batch)))
@@ -383,6 +382,7 @@ class Trainer:
         if self.world.size > 1 or any("global_batch" in r for r in progress["history"]):  # the process count may change on resume
             row["global_batch"] = self.global_batch
         last_epoch = time_up or epoch == self.max_epochs
+        data.check_unchanged()  # a data set edited under the run: stop rather than train on stale cached copies
         if data.val_images and (epoch % cfg.val_every == 0 or last_epoch):
             row.update(self.validate())
         row["time_s"] = round(self.elapsed(), 2)
