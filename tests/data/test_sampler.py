@@ -168,3 +168,18 @@ def test_mirrored_windows_equal_a_mirror_padded_image():
             np.testing.assert_array_equal(mirrored_window(a, -pr[0], h + pr[1], -pc[0], w + pc[1]), padded)
     m = np.arange(6).reshape(2, 3)
     np.testing.assert_array_equal(padded_window(m, -1, 2, 1, 5, fill=-1), [[-1, -1, -1, -1], [1, 2, -1, -1], [4, 5, -1, -1]])
+
+
+def test_cached_class_centres_give_the_same_rare_centres():
+    from unetkit.data.sampler import class_centres
+
+    masks = _data(n=4)[1]
+    masks[1][:4, :4] = IGNORE
+    cached = [class_centres(m) for m in masks]
+    assert cached[0].dtype == np.int32 and set(np.unique(cached[0][:, 0])) == set(np.unique(masks[0]))
+    counts = np.bincount(np.concatenate([m[m >= 0] for m in masks]))
+    expected = rare_class_centres(masks)
+    given = rare_class_centres([np.zeros((1, 1))] * 4, centres=cached, counts=counts)  # the masks are not read
+    assert len(given) == len(expected) == 2
+    for a, b in zip(given, expected):
+        np.testing.assert_array_equal(a, b)

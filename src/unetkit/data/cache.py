@@ -34,7 +34,7 @@ from unetkit.files import write_error
 
 #: Builds an entry: ({name: array}, {statistic: JSON value}).
 Builder = Callable[[], tuple[dict, dict]]
-_FORMAT = 1  # bumped when the layout of an entry changes, so old entries are rebuilt
+_FORMAT = 2  # bumped when the layout of an entry changes, so old entries are rebuilt
 
 
 def cache_root() -> Path:

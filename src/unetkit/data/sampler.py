@@ -44,6 +44,8 @@ class PatchSampler:
         foreground_fraction: Share of patches centred on a pixel of a rare class (every class but the
             most frequent one, chosen uniformly among them); the rest are placed uniformly.
         labelled: Labelled pixels per image, when known (the cache's statistics); else counted here.
+        centres, class_counts: :func:`class_centres` per image and the pixels of each class, when cached; else
+            :func:`rare_class_centres` reads the masks once or twice.
     """
 
     def __init__(
@@ -58,6 +60,8 @@ class PatchSampler:
         weights: Sequence[np.ndarray] | None = None,
         foreground_fraction: float = 0.0,
         labelled: Sequence[int] | None = None,
+        centres: Sequence[np.ndarray] | None = None,
+        class_counts: Sequence[int] | None = None,
     ) -> None:
         self.patch, self.context, self.seed = patch, context, seed
         self.augment = resolve_augment(augment) if isinstance(augment, str) else augment
@@ -72,7 +76,7 @@ class PatchSampler:
         # Sample images in proportion to their labelled area so every pixel is equally likely.
         areas = np.asarray(labelled, np.float64) + 1.0
         self.image_weights = areas / areas.sum()
-        self.centres = rare_class_centres(masks) if foreground_fraction > 0 else []
+        self.centres = rare_class_centres(masks, centres, class_counts) if foreground_fraction > 0 else []
 
     def _position(self, rng: np.random.Generator) -> tuple[int, int, int]:
         """(image index, top row, left column) of a mask crop, in the image's coordinates."""
@@ -188,34 +192,53 @@ def padded_window(array: np.ndarray, r0: int, r1: int, c0: int, c1: int, fill) -
     return out
 
 
-def rare_class_centres(masks: Sequence[np.ndarray]) -> list[np.ndarray]:
+def class_centres(mask: np.ndarray) -> np.ndarray:
+    """(N, 3) int32 (class, row, column) of at most 4096 evenly spread pixels of each class present in ``mask``: the
+    candidate patch centres of one image, small enough to cache beside it."""
+    m = unpack_labels(mask)
+    found = []
+    for k in np.unique(m[m >= 0]):
+        flat = np.flatnonzero(m == k)
+        if len(flat) > _MAX_CENTRES:
+            flat = flat[np.linspace(0, len(flat) - 1, _MAX_CENTRES).astype(np.int64)]
+        rows, cols = np.unravel_index(flat, m.shape)
+        found.append(np.stack([np.full(len(flat), k), rows, cols], axis=1))
+    return np.concatenate(found).astype(np.int32) if found else np.zeros((0, 3), np.int32)
+
+
+def rare_class_centres(masks: Sequence[np.ndarray], centres: Sequence[np.ndarray] | None = None,
+                       counts: Sequence[int] | None = None) -> list[np.ndarray]:  # fmt: skip
     """Candidate patch centres on the rare classes: every class present but the most frequent one.
 
-    The masks are read twice, one at a time (counting, then collecting), so a lazy sequence stays lazy.
+    Args:
+        masks: The masks (read one at a time, so a lazy sequence stays lazy; not read when both of the next are given).
+        centres: :func:`class_centres` of each mask, when cached; else computed here.
+        counts: Pixels of each class over all masks, when known; else counted here.
 
     Returns:
         One (N, 3) int32 array of (image index, row, column) per rare class present, at most
         4096 evenly spread pixels of that class per image (fewer on data sets of more than 64 images,
         so that each class keeps at most 262,144).
     """
-    counts = np.zeros(0, np.int64)
-    for i in range(len(masks)):
-        m = unpack_labels(masks[i])
-        found = np.bincount(m[m >= 0].ravel())
-        counts = np.pad(counts, (0, max(0, len(found) - len(counts)))) + np.pad(found, (0, max(0, len(counts) - len(found))))
+    if counts is None:
+        counts = np.zeros(0, np.int64)
+        for i in range(len(masks)):
+            m = unpack_labels(masks[i])
+            found = np.bincount(m[m >= 0].ravel())
+            counts = np.pad(counts, (0, max(0, len(found) - len(counts)))) + np.pad(found, (0, max(0, len(counts) - len(found))))
+    counts = np.asarray(counts)
     if (counts > 0).sum() < 2:
         return []
     rare = [k for k in np.flatnonzero(counts) if k != int(counts.argmax())]
     cap = max(1, min(_MAX_CENTRES, _MAX_CLASS_CENTRES // len(masks)))
     per_class: dict[int, list] = {k: [] for k in rare}
     for i in range(len(masks)):
-        m = unpack_labels(masks[i])
+        found = centres[i] if centres is not None else class_centres(masks[i])
         for k in rare:
-            flat = np.flatnonzero(m == k)
-            if len(flat) > cap:
-                flat = flat[np.linspace(0, len(flat) - 1, cap).astype(np.int64)]
-            rows, cols = np.unravel_index(flat, m.shape)
-            per_class[k].append(np.stack([np.full(len(flat), i), rows, cols], axis=1).astype(np.int32))
+            chosen = found[found[:, 0] == k, 1:]
+            if len(chosen) > cap:
+                chosen = chosen[np.linspace(0, len(chosen) - 1, cap).astype(np.int64)]
+            per_class[k].append(np.column_stack([np.full(len(chosen), i), chosen]).astype(np.int32))
     return [np.concatenate(per_class[k]) for k in rare]
 
 

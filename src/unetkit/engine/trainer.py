@@ -233,7 +233,8 @@ class Trainer:
         self.input_peak = input_peak(data.image_stats(), self.norm)  # for the diagnosis of a non-finite loss
         self.sampler = PatchSampler(data.train_images, data.train_masks, self.patch, ctx, cfg.augmentation(), cfg.seed,
                                     norm=self.norm, weights=loss_weight_maps(data, cfg), foreground_fraction=cfg.foreground_fraction,
-                                    labelled=[e.stats["labelled"] for e in data.train_entries])  # fmt: skip
+                                    labelled=[e.stats["labelled"] for e in data.train_entries], class_counts=data.class_counts(),
+                                    centres=data.centres())  # fmt: skip
 
     def _setup_optimizer(self) -> None:
         """Optimizer, plateau scheduler, fp16 gradient scaler; the global batch and the steps of an epoch."""

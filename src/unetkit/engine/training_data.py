@@ -24,6 +24,7 @@ from unetkit.data.dataset import (
     split_pairs,
     unpack_labels,
 )
+from unetkit.data.sampler import class_centres
 from unetkit.data.weights import balanced_class_weights, border_weight_map
 from unetkit.errors import UnetkitError
 from unetkit.instances import INSTANCE_CLASSES, INSTANCE_COLORS, instance_targets, three_class_target
@@ -65,6 +66,18 @@ class TrainingData:
     @property
     def channels(self) -> int:
         return self.train_entries[0].shape("image")[2]
+
+    def centres(self) -> CachedArrays:
+        """The cached :func:`~unetkit.data.sampler.class_centres` of each training image."""
+        return CachedArrays(self.train_entries, "centres")
+
+    def class_counts(self) -> list[int]:
+        """Pixels of each class over the training masks."""
+        counts = np.zeros(len(self.classes), np.int64)
+        for entry in self.train_entries:
+            found = entry.stats["classes"][: len(counts)]
+            counts[: len(found)] += found
+        return counts.tolist()
 
     def image_stats(self) -> dict:
         """The training images' pooled :func:`image_stats`."""
@@ -153,6 +166,7 @@ def _decode(pair: Pair, spec: DataSpec, cfg: TrainConfig) -> tuple[dict, dict]:
         mask = three_class_target(objects, cfg.boundary_width)
         arrays["instances"] = objects.astype(np.int32)
     arrays["mask"] = pack_labels(mask)
+    arrays["centres"] = class_centres(arrays["mask"])
     labelled = mask[mask != IGNORE]
     return arrays, {**image_stats(image), "labelled": int(labelled.size), "classes": np.bincount(labelled.ravel()).tolist()}
 
@@ -255,10 +269,7 @@ def loss_weight_maps(data: TrainingData, cfg: TrainConfig) -> CachedArrays | Non
 
 
 def _balanced(data: TrainingData, instances: bool) -> list[float]:
-    counts = np.zeros(len(data.classes), np.int64)
-    for entry in data.train_entries:
-        found = entry.stats["classes"][: len(counts)]
-        counts[: len(found)] += found
+    counts = data.class_counts()
     if instances:
         background, objects = balanced_class_weights([counts[0], counts[1] + counts[2]])
         return [background, objects, objects]
