@@ -9,7 +9,13 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from unetkit.data.augment import adjust_intensity, flip_rotate, remap, source_box, spatial_map
+from unetkit.data.augment import (
+    adjust_intensity,
+    flip_rotate,
+    remap,
+    source_box,
+    spatial_map,
+)
 from unetkit.data.augmentation import Augmentation, resolve_augment
 from unetkit.data.dataset import IGNORE, PACKED_IGNORE, unpack_labels
 from unetkit.inference.predictor import normalize

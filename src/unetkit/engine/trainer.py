@@ -30,15 +30,20 @@ from unetkit.engine import distributed
 from unetkit.engine.callbacks import TrainView, call
 from unetkit.engine.resume import check_resumable
 from unetkit.engine.run_folder import RunFolder
-from unetkit.engine.training_data import input_norm, input_peak, load_training_data, loss_weight_maps
+from unetkit.engine.training_data import (
+    input_norm,
+    input_peak,
+    load_training_data,
+    loss_weight_maps,
+)
 from unetkit.engine.writers import ProgressBar, RunWriter
 from unetkit.errors import TrainingInterrupted, UnetkitError
 from unetkit.inference.predictor import normalize, tiled_logits
 from unetkit.losses import segmentation_loss
 from unetkit.metrics import confusion_matrix, scores
 from unetkit.models.config import context, input_size_for_output
-from unetkit.models.sync_bn import sync_batchnorm
 from unetkit.models.pretrained import load_encoder_weights
+from unetkit.models.sync_bn import sync_batchnorm
 from unetkit.models.unet import UNet, build_model
 from unetkit.runtime import autocast, resolve_precision, set_threads
 from unetkit.version import __version__
@@ -56,7 +61,7 @@ class TrainResult:
     history: list[dict]
 
     @classmethod
-    def from_progress(cls, run_dir: str | Path, progress: dict, seconds: float | None = None) -> "TrainResult":
+    def from_progress(cls, run_dir: str | Path, progress: dict, seconds: float | None = None) -> TrainResult:
         """The result of a run from its training position (as last.pt saves it); ``seconds`` defaults to its elapsed time."""
         best = progress["best"]
         seconds = progress["elapsed"] if seconds is None else seconds
@@ -137,7 +142,7 @@ class StopRequest:
             raise KeyboardInterrupt
         self.requested = True
 
-    def __enter__(self) -> "StopRequest":
+    def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)

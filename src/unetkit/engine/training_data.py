@@ -11,7 +11,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from unetkit.config import TrainConfig
-from unetkit.data.cache import CachedArrays, DiskCache, Entry, MemoryCache, check_unchanged, dataset_folder
+from unetkit.data.cache import (
+    CachedArrays,
+    DiskCache,
+    Entry,
+    MemoryCache,
+    check_unchanged,
+    dataset_folder,
+)
 from unetkit.data.dataset import (
     IGNORE,
     DataSpec,
@@ -27,7 +34,12 @@ from unetkit.data.dataset import (
 from unetkit.data.sampler import class_centres
 from unetkit.data.weights import balanced_class_weights, border_weight_map
 from unetkit.errors import UnetkitError
-from unetkit.instances import INSTANCE_CLASSES, INSTANCE_COLORS, instance_targets, three_class_target
+from unetkit.instances import (
+    INSTANCE_CLASSES,
+    INSTANCE_COLORS,
+    instance_targets,
+    three_class_target,
+)
 from unetkit.models.pretrained import imagenet_stats
 
 
