@@ -97,7 +97,7 @@ def train(data: Path, out: Path, steps: int, extra: list[str]) -> dict:
     rows = _csv(out)
     seconds = float(rows[1]["time_s"]) - float(rows[0]["time_s"])
     batch = 4 * (2 if "--nproc" in extra else 1)
-    return {"command": " ".join(["unetkit", *command[3:]]), "wall_s": round(time.monotonic() - started, 1),
+    return {"command": " ".join(["unetkit", *command[3:]]).replace(f"{ROOT}/", ""), "wall_s": round(time.monotonic() - started, 1),
             "peak_rss_gb": round(peak_rss / GB, 2), "peak_pss_gb": round(peak_pss / GB, 2),
             "patches_per_s": round(steps * batch / seconds, 2)}  # fmt: skip
 
