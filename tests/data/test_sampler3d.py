@@ -9,11 +9,10 @@ import torch
 from scipy import ndimage
 
 from unetkit.data.dataset import IGNORE, pack_labels
-from unetkit.data.sampler import batch_iterator, rare_class_centres
+from unetkit.data.sampler import batch_iterator, class_centres, rare_class_centres
 from unetkit.data.sampler3d import (
     Augmentation3D,
     VolumePatchSampler,
-    class_centres3d,
     elastic_field3d,
     mirrored_window3d,
     padded_window3d,
@@ -145,12 +144,12 @@ def test_foreground_fraction_centres_patches_on_a_single_voxel():
 def test_class_centres3d_and_the_rare_class_cap():
     mask = np.full((2, 3, 4), IGNORE)
     mask[0, 0, 1], mask[1, 2, 3] = 0, 2
-    assert class_centres3d(mask).tolist() == [[0, 0, 0, 1], [2, 1, 2, 3]]
-    assert class_centres3d(np.full((2, 2, 2), 255, np.uint8)).shape == (0, 4)
-    big = class_centres3d(np.zeros((20, 20, 20), np.uint8))
+    assert class_centres(mask).tolist() == [[0, 0, 0, 1], [2, 1, 2, 3]]
+    assert class_centres(np.full((2, 2, 2), 255, np.uint8)).shape == (0, 4)
+    big = class_centres(np.zeros((20, 20, 20), np.uint8))
     assert big.shape == (4096, 4) and big.dtype == np.int32 and big[-1].tolist() == [0, 19, 19, 19]
     masks = [mask, np.zeros((2, 2, 2), np.int64)]
-    rare = rare_class_centres(masks, [class_centres3d(m) for m in masks])
+    rare = rare_class_centres(masks, [class_centres(m) for m in masks])
     assert [r.tolist() for r in rare] == [[[0, 1, 2, 3]]]  # (volume, z, y, x) of class 2; 0 is the most frequent
 
 

@@ -199,17 +199,16 @@ def padded_window(array: np.ndarray, r0: int, r1: int, c0: int, c1: int, fill) -
 
 
 def class_centres(mask: np.ndarray) -> np.ndarray:
-    """(N, 3) int32 (class, row, column) of at most 4096 evenly spread pixels of each class present in ``mask``: the
-    candidate patch centres of one image, small enough to cache beside it."""
-    m = unpack_labels(mask)
+    """(N, 1 + ndim) int32 (class, row, column) of a 2D mask, (class, z, y, x) of a 3D one: at most 4096 evenly spread
+    pixels of each class present in ``mask``, the candidate patch centres of one image, small enough to cache beside it."""
+    m = unpack_labels(np.asarray(mask))
     found = []
     for k in np.unique(m[m >= 0]):
         flat = np.flatnonzero(m == k)
         if len(flat) > _MAX_CENTRES:
             flat = flat[np.linspace(0, len(flat) - 1, _MAX_CENTRES).astype(np.int64)]
-        rows, cols = np.unravel_index(flat, m.shape)
-        found.append(np.stack([np.full(len(flat), k), rows, cols], axis=1))
-    return np.concatenate(found).astype(np.int32) if found else np.zeros((0, 3), np.int32)
+        found.append(np.column_stack([np.full(len(flat), k), *np.unravel_index(flat, m.shape)]))
+    return np.concatenate(found).astype(np.int32) if found else np.zeros((0, 1 + m.ndim), np.int32)
 
 
 def rare_class_centres(masks: Sequence[np.ndarray], centres: Sequence[np.ndarray] | None = None,

@@ -27,7 +27,7 @@ from scipy import ndimage
 from unetkit.data.augment import adjust_intensity
 from unetkit.data.augmentation import Augmentation
 from unetkit.data.dataset import IGNORE, PACKED_IGNORE, unpack_labels
-from unetkit.data.sampler import _MAX_CENTRES, _shape, rare_class_centres, reflect
+from unetkit.data.sampler import _shape, rare_class_centres, reflect
 from unetkit.errors import UnetkitError
 from unetkit.inference.predictor import standardize
 
@@ -144,24 +144,6 @@ def padded_window3d(array: np.ndarray, start: Sequence[int], stop: Sequence[int]
     return out
 
 
-def class_centres3d(mask: np.ndarray) -> np.ndarray:
-    """(N, 4) int32 (class, z, y, x) of at most 4096 evenly spread voxels of each class present in the (Z, Y, X)
-    ``mask``: the candidate patch centres of one volume, small enough to cache beside it.
-
-    Example:
-        >>> class_centres3d(np.array([[[0, 1]]])).tolist()
-        [[0, 0, 0, 0], [1, 0, 0, 1]]
-    """
-    m = unpack_labels(mask)
-    found = []
-    for k in np.unique(m[m >= 0]):
-        flat = np.flatnonzero(m == k)
-        if len(flat) > _MAX_CENTRES:
-            flat = flat[np.linspace(0, len(flat) - 1, _MAX_CENTRES).astype(np.int64)]
-        found.append(np.column_stack([np.full(len(flat), k), *np.unravel_index(flat, m.shape)]))
-    return np.concatenate(found).astype(np.int32) if found else np.zeros((0, 4), np.int32)
-
-
 def _signed_permutation(aug: Augmentation3D, rng: np.random.Generator) -> tuple[list[int], list[bool]]:
     """A random flip and 90-degree rotation as ``(order, flips)``: output axis ``a`` is source axis ``order[a]``,
     reversed when ``flips[a]``. Only the isotropic axes are permuted."""
@@ -273,7 +255,7 @@ class VolumePatchSampler:
         foreground_fraction: Share of patches centred on a voxel of a rare class (every class but the most
             frequent one, chosen uniformly among them); the rest are placed uniformly.
         labelled: Labelled voxels per volume, when known; else counted here.
-        centres, class_counts: :func:`class_centres3d` per volume and the voxels of each class, when cached;
+        centres, class_counts: :func:`~unetkit.data.sampler.class_centres` per volume and the voxels of each class, when cached;
             else computed from the masks.
 
     Example:
@@ -317,8 +299,7 @@ class VolumePatchSampler:
         self.volume_weights = counts / counts.sum()
         self.centres: list[np.ndarray] = []
         if foreground_fraction > 0:
-            found = centres if centres is not None else [class_centres3d(np.asarray(masks[i])) for i in range(len(masks))]
-            self.centres = rare_class_centres(masks, found, class_counts)  # (N, 4) volume, z, y, x per rare class
+            self.centres = rare_class_centres(masks, centres, class_counts)  # (N, 4) volume, z, y, x per rare class
 
     def _extent(self, i: int, patch: Sequence[int]) -> list[int]:
         """The range of mask-crop positions of volume ``i`` plus one patch: its size, at least one patch."""
