@@ -26,11 +26,14 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 from skimage.segmentation import watershed
-from tqdm.auto import tqdm
 
-from unetkit.data.dataset import DataSpec, Pair, read_instances
+from unetkit.data.dataset import DataSpec
 from unetkit.data.io import atomic_write, write_tiff
-from unetkit.data.weights import balanced_class_weights, border_weight_map, class_pixel_counts
+from unetkit.data.weights import (
+    balanced_class_weights,
+    border_weight_map,
+    class_pixel_counts,
+)
 from unetkit.errors import UnetkitError
 from unetkit.inference.options import MIN_SIZE, SEED_THRESHOLD
 
@@ -76,19 +79,11 @@ def three_class_target(labels: np.ndarray, width: int = BOUNDARY_WIDTH) -> np.nd
     return target
 
 
-def instance_targets(pairs: Sequence[Pair], spec: DataSpec, width: int = BOUNDARY_WIDTH, progress: bool = False) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Instance labels and three-class targets of every pair of an instance-labelled data set.
-
-    Args:
-        pairs: Labelled pairs of ``spec``.
-        spec: A data set with ``mask_mode`` ``instances`` (per-object mask folders or label images).
-        width: Boundary width, see :func:`three_class_target`.
-
-    Returns:
-        ``(labels, targets)``: (H, W) int32 instance labels and (H, W) int64 targets, one per pair.
+def require_instance_masks(spec: DataSpec) -> None:
+    """Refuse ``--target instances`` on a data set whose masks cannot tell touching objects apart.
 
     Raises:
-        UnetkitError: The masks are not instance masks; semantic masks cannot tell touching objects apart.
+        UnetkitError: The masks are not instance masks (per-object mask folders or label images).
     """
     if spec.mask_mode != "instances":
         raise UnetkitError(
@@ -96,12 +91,18 @@ def instance_targets(pairs: Sequence[Pair], spec: DataSpec, width: int = BOUNDAR
             f"images with one id per object) but the masks are {spec.mask_mode}; pass --mask-mode instances if they are "
             "label images, or train with --target semantic"
         )
-    labels, targets = [], []
-    for pair in tqdm(pairs, desc="instance targets", unit="img", disable=not progress or len(pairs) < 20, leave=False):
-        objects = read_instances(pair, spec)
-        labels.append(objects)
-        targets.append(three_class_target(objects, width))
-    return labels, targets
+
+
+def instance_class_weights(counts: Sequence[int]) -> list[float]:
+    """``w_c`` of the three-class target from its class pixel counts: background balanced against objects (interior and
+    boundary together), as for a semantic target (see :func:`instance_weight_maps`)."""
+    background, objects = balanced_class_weights([counts[0], counts[1] + counts[2]])
+    return [background, objects, objects]
+
+
+def instance_weight_map(labels: np.ndarray, target: np.ndarray, w0: float, sigma: float, class_weights: Sequence[float]) -> np.ndarray:
+    """:func:`instance_weight_maps` of one image, with its ``class_weights`` given."""
+    return border_weight_map(np.where(target == 2, 0, labels), target, class_weights, w0, sigma)
 
 
 def instance_weight_maps(labels: Sequence[np.ndarray], targets: Sequence[np.ndarray], w0: float, sigma: float,
@@ -119,10 +120,8 @@ def instance_weight_maps(labels: Sequence[np.ndarray], targets: Sequence[np.ndar
         One (H, W) float32 weight map per image.
     """
     if class_weights is None:
-        counts = class_pixel_counts(targets, len(INSTANCE_CLASSES))
-        background, objects = balanced_class_weights([counts[0], counts[1] + counts[2]])
-        class_weights = [background, objects, objects]
-    return [border_weight_map(np.where(t == 2, 0, lab), t, class_weights, w0, sigma) for lab, t in zip(labels, targets)]
+        class_weights = instance_class_weights(class_pixel_counts(targets, len(INSTANCE_CLASSES)))
+    return [instance_weight_map(lab, t, w0, sigma, class_weights) for lab, t in zip(labels, targets)]
 
 
 def model_target(meta: dict, name: str = "the model") -> str:

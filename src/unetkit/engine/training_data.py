@@ -37,7 +37,9 @@ from unetkit.errors import UnetkitError
 from unetkit.instances import (
     INSTANCE_CLASSES,
     INSTANCE_COLORS,
-    instance_targets,
+    instance_class_weights,
+    instance_weight_map,
+    require_instance_masks,
     three_class_target,
 )
 from unetkit.models.pretrained import imagenet_stats
@@ -156,7 +158,7 @@ def cache_pairs(pairs: list[Pair], spec: DataSpec, cfg: TrainConfig, cache, prog
     """The cache entry of every pair (image, packed mask and, with ``target="instances"``, the object labels), decoded
     now where it is missing or stale."""
     if cfg.target == "instances" and spec.mask_mode != "instances":
-        instance_targets([], spec)  # raises: it explains why semantic masks cannot
+        require_instance_masks(spec)
     how = decoding(spec, cfg)
     entries = []
     for pair in tqdm(pairs, desc=f"caching {what}", unit="img", disable=not progress or len(pairs) < 20, leave=False):
@@ -282,16 +284,11 @@ def loss_weight_maps(data: TrainingData, cfg: TrainConfig) -> CachedArrays | Non
 
 def _balanced(data: TrainingData, instances: bool) -> list[float]:
     counts = data.class_counts()
-    if instances:
-        background, objects = balanced_class_weights([counts[0], counts[1] + counts[2]])
-        return [background, objects, objects]
-    return balanced_class_weights(counts).tolist()
+    return instance_class_weights(counts) if instances else balanced_class_weights(counts).tolist()
 
 
 def _weights(pair: Pair, entry: Entry, spec: DataSpec, cfg: TrainConfig, class_weights) -> tuple[dict, dict]:
     mask = unpack_labels(entry.load("mask"))
     if cfg.target == "instances":
-        objects = np.where(mask == 2, 0, entry.load("instances"))
-    else:
-        objects = read_instances(pair, spec)
-    return {"weights": border_weight_map(objects, mask, class_weights, cfg.weight_w0, cfg.weight_sigma)}, {}
+        return {"weights": instance_weight_map(entry.load("instances"), mask, cfg.weight_w0, cfg.weight_sigma, class_weights)}, {}
+    return {"weights": border_weight_map(read_instances(pair, spec), mask, class_weights, cfg.weight_w0, cfg.weight_sigma)}, {}
